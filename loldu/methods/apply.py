@@ -1,0 +1,233 @@
+"""One entry point for every method the framework offers, and parameter counts.
+
+``apply_method(model, spec)`` turns a plain model into a fine-tunable one:
+LoLDU and SVFit (this package), LoRA, PiSSA, VeRA and FourierFT (PEFT), BitFit,
+full fine-tuning and linear probing. ``count_parameters`` reports adapter
+parameters and trainable parameters including heads separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from peft import FourierFTConfig, LoraConfig, VeraConfig, get_peft_model
+from torch import nn
+
+from .loldu import LoLDUConfig
+from .svfit import SVFitConfig
+
+PEFT_METHODS = ("loldu", "svfit", "lora", "pissa", "vera", "fourierft")
+PLAIN_METHODS = ("bitfit", "full", "linear_probe")
+METHODS = PEFT_METHODS + PLAIN_METHODS
+DIAGONAL_PARAM_SUFFIXES = ("loldu_z", "loldu_sigma", "svfit_z", "svfit_sigma")
+
+
+@dataclass
+class MethodSpec:
+    """What to apply.
+
+    Attributes:
+        name: one of :data:`METHODS`.
+        r: rank (loldu, svfit, lora, pissa, vera) or number of frequencies (fourierft).
+        alpha: scale numerator (loldu/svfit sigma0 = alpha/r; lora/pissa lora_alpha;
+            fourierft scaling). None: the method's default (alpha = r for loldu/svfit/lora/pissa).
+        target_modules: modules to adapt; None: the model family's default.
+        head_modules: modules trained in full and counted as head, e.g. ["classifier"].
+        options: further keyword arguments for the method's PEFT config
+            (e.g. ``{"init": "normal"}`` for loldu).
+    """
+
+    name: str = "loldu"
+    r: int | None = None
+    alpha: float | None = None
+    target_modules: list[str] | None = None
+    head_modules: list[str] = field(default_factory=list)
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping) -> MethodSpec:
+        """Build from a dict (e.g. a Hydra node); unknown keys go to ``options``."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known and k != "options"}
+        options = dict(data.get("options") or {})
+        options.update({k: v for k, v in data.items() if k not in known})
+        kwargs["options"] = options
+        for key in ("target_modules", "head_modules"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = list(kwargs[key])
+        return cls(**kwargs)
+
+
+@dataclass
+class MethodInfo:
+    """Stored on the adapted model as ``model.loldu_method``."""
+
+    spec: MethodSpec
+    base_params: int
+
+
+def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
+    """Apply a fine-tuning method to ``model``.
+
+    Everything is checked before the model is touched: the method name, the
+    rank against every target layer, targets and heads that match nothing.
+
+    Args:
+        model: a plain ``nn.Module`` (e.g. a transformers model).
+        spec: a :class:`MethodSpec` or a mapping with its fields.
+
+    Returns:
+        The model to train: a ``PeftModel`` for PEFT methods, else ``model``
+        itself with ``requires_grad`` set. ``result.loldu_method`` records the spec.
+
+    Raises:
+        ValueError: unknown method, bad rank, unmatched targets or heads.
+    """
+    spec = spec if isinstance(spec, MethodSpec) else MethodSpec.from_mapping(spec)
+    if spec.name not in METHODS:
+        raise ValueError(f"unknown method {spec.name!r}; choose one of {', '.join(METHODS)}")
+    base_params = sum(p.numel() for p in model.parameters())
+    _check_heads(model, spec.head_modules)
+    info = MethodInfo(spec=spec, base_params=base_params)
+    if spec.name in PLAIN_METHODS:
+        _set_plain_trainable(model, spec)
+        result = model
+    else:
+        config = _peft_config(model, spec)
+        result = get_peft_model(model, config)
+    result.loldu_method = info
+    return result
+
+
+def _peft_config(model: nn.Module, spec: MethodSpec):
+    targets = spec.target_modules
+    if targets is not None:
+        check_targets(model, targets)
+    common = {"target_modules": targets, "modules_to_save": spec.head_modules or None}
+    opts = dict(spec.options)
+    r = spec.r
+    if spec.name in ("loldu", "svfit"):
+        cls = LoLDUConfig if spec.name == "loldu" else SVFitConfig
+        return cls(r=r if r is not None else 64, alpha=spec.alpha, **common, **opts)
+    if spec.name in ("lora", "pissa"):
+        r = r if r is not None else 8
+        if spec.name == "pissa":
+            opts.setdefault("init_lora_weights", "pissa")
+        return LoraConfig(r=r, lora_alpha=spec.alpha if spec.alpha is not None else r, **common, **opts)
+    if spec.name == "vera":
+        return VeraConfig(r=r if r is not None else 256, **common, **opts)
+    if spec.alpha is not None:
+        opts.setdefault("scaling", spec.alpha)
+    return FourierFTConfig(n_frequency=r if r is not None else 1000, **common, **opts)
+
+
+def _module_matches(name: str, pattern: str) -> bool:
+    return name == pattern or name.endswith("." + pattern)
+
+
+def check_targets(model: nn.Module, targets) -> None:
+    """Refuse target names that match no Linear layer, listing those that exist.
+
+    Raises:
+        ValueError: if a target matches nothing.
+    """
+    if isinstance(targets, str):
+        return  # a regex: PEFT reports a regex that matches nothing
+    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    missing = [t for t in targets if not any(_module_matches(n, t) for n in linear)]
+    if missing:
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        raise ValueError(
+            f"target modules {missing} match no Linear layer of {type(model).__name__}; "
+            f"Linear layer names here end in: {suffixes}"
+        )
+
+
+def _check_heads(model: nn.Module, heads) -> None:
+    names = [n for n, _ in model.named_modules()]
+    missing = [h for h in heads if not any(_module_matches(n, h) for n in names)]
+    if missing:
+        top = sorted({n.split(".")[0] for n in names if n})
+        raise ValueError(f"head modules {missing} are not in {type(model).__name__}; top-level modules: {top}")
+
+
+def _in_head(param_name: str, heads) -> bool:
+    dotted = f".{param_name}."
+    return any(f".{h}." in dotted for h in heads)
+
+
+def _set_plain_trainable(model: nn.Module, spec: MethodSpec) -> None:
+    for name, p in model.named_parameters():
+        if spec.name == "full":
+            train = True
+        elif spec.name == "bitfit":
+            train = name.endswith("bias") or _in_head(name, spec.head_modules)
+        else:  # linear_probe
+            train = _in_head(name, spec.head_modules)
+        p.requires_grad_(train)
+    if spec.name == "linear_probe" and not spec.head_modules:
+        raise ValueError("linear_probe trains the head only: set head_modules (e.g. ['classifier'])")
+
+
+def count_parameters(model: nn.Module) -> dict[str, int | float]:
+    """Adapter parameters and trainable parameters including heads, separately.
+
+    Returns:
+        ``adapter`` (trainable, outside heads), ``head`` (trainable, in heads),
+        ``trainable`` (both), ``base`` (the model before the method),
+        ``adapter_share`` and ``trainable_share`` (fractions of ``base``).
+    """
+    info: MethodInfo | None = getattr(model, "loldu_method", None)
+    heads = info.spec.head_modules if info else []
+    head = adapter = 0
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if _in_head(name, heads):
+            head += p.numel()
+        else:
+            adapter += p.numel()
+    base = info.base_params if info else sum(p.numel() for p in model.parameters())
+    return {
+        "adapter": adapter,
+        "head": head,
+        "trainable": adapter + head,
+        "base": base,
+        "adapter_share": adapter / base,
+        "trainable_share": (adapter + head) / base,
+    }
+
+
+def optimizer_param_groups(model: nn.Module, weight_decay: float, decay_diagonal: bool = False) -> list[dict]:
+    """Trainable parameters in two AdamW groups.
+
+    LoLDU/SVFit's z and sigma get no weight decay unless ``decay_diagonal``:
+    at full rank, decaying z shrinks the whole adapted matrix.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        diag = any(f".{s}." in f".{name}." for s in DIAGONAL_PARAM_SUFFIXES)
+        (no_decay if diag and not decay_diagonal else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def spec_dict(spec: MethodSpec) -> dict:
+    """A JSON-able copy of a spec."""
+    return asdict(spec)
+
+
+def frozen_buffer_count(model: nn.Module) -> int:
+    """Number of values in the frozen LoLDU/SVFit factor buffers (left and right)."""
+    return sum(
+        b.numel()
+        for name, b in model.named_buffers()
+        if any(f".{p}_{k}." in f".{name}." for p in ("loldu", "svfit") for k in ("left", "right"))
+    )
+

@@ -1,0 +1,373 @@
+"""Machinery shared by LoLDU and SVFit: a frozen rank-r factor pair around a
+trainable diagonal.
+
+An adapted ``nn.Linear`` computes::
+
+    W_eff = W + left @ diag(sigma * z - sigma0 * ref) @ right
+
+``left`` (out x r) and ``right`` (r x in) are frozen buffers, ``z`` (r) and the
+scalar ``sigma`` are trained, ``ref`` is the fixed reference subtracted so the
+update is zero at step 0 (``ref = z0`` by default). The base weight is never
+modified except by :meth:`merge`, so disabling the adapter gives back the
+pre-trained layer exactly and several adapters can share one base.
+
+Subclasses provide the factorisation (:meth:`DiagonalLayer.factorise`) and the
+checks that tie a saved adapter to its base (:meth:`DiagonalLayer.rebuild`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+
+from .decompose import Factors, fingerprint, same_base
+
+FORWARD_PATHS = ("auto", "activation", "weight", "fused")
+
+
+class _FusedDiagLinear(torch.autograd.Function):
+    """``y = x W_eff^T + b`` through the merged weight, with cheap gradients.
+
+    The forward builds ``W_eff = W + left diag(dz) right`` (out*r*in
+    multiply-adds) and runs one matmul, as the base layer would. The backward
+    sends the gradient of x through the saved ``W_eff`` (what the base layer
+    costs anyway) and gets dz's gradient from the two rank-r projections,
+    ``sum_t (g_t left) * (x_t right^T)`` (tokens*r*(in+out)), never forming the
+    full out x in weight gradient that plain autograd would.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, left, right, dz):
+        w_eff = torch.addmm(weight, left * dz.to(left.dtype), right)
+        ctx.save_for_backward(x, w_eff, left, right, dz)
+        ctx.has_bias = bias is not None
+        return F.linear(x, w_eff, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, w_eff, left, right, dz = ctx.saved_tensors
+        grad_x = grad_w = grad_b = grad_dz = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ w_eff
+        g2 = grad_out.reshape(-1, grad_out.shape[-1])
+        x2 = x.reshape(-1, x.shape[-1])
+        if ctx.needs_input_grad[1]:
+            grad_w = g2.T @ x2
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0)
+        if ctx.needs_input_grad[5]:
+            proj_g = (g2 @ left).float()
+            proj_x = (x2 @ right.T).float()
+            grad_dz = (proj_g * proj_x).sum(0).to(dz.dtype)
+        return grad_x, grad_w, grad_b, None, None, grad_dz
+
+
+class FactorStore(nn.Module):
+    """Non-persistent per-adapter buffers, kept in the base layer's dtype.
+
+    Not a PEFT ``BufferDict`` on purpose: PEFT upcasts those to float32 for
+    half-precision bases, which would double the memory of the frozen factors
+    (the largest thing LoLDU adds). ``Module.to`` still moves them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._names: list[str] = []
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        self.register_buffer(f"f_{name}", value, persistent=False)
+        if name not in self._names:
+            self._names.append(name)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return getattr(self, f"f_{name}")
+
+    def __delitem__(self, name: str) -> None:
+        delattr(self, f"f_{name}")
+        self._names.remove(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+class DiagonalLayer(nn.Module, BaseTunerLayer):
+    """Base tuner layer for diagonal-in-the-middle adapters (see module doc).
+
+    Subclasses set ``prefix`` and the matching ``adapter_layer_names`` /
+    ``other_param_names`` and implement :meth:`factorise`.
+    """
+
+    prefix: str = ""
+    # Per-adapter tensors saved with the adapter besides z and sigma.
+    saved_state: tuple[str, ...] = ("ref", "d", "fingerprint")
+
+    def __init__(self, base_layer: nn.Module, **kwargs) -> None:
+        if not isinstance(base_layer, nn.Linear):
+            raise TypeError(
+                f"{type(self).__name__} adapts torch.nn.Linear layers only, got {type(base_layer).__name__}; "
+                "choose target_modules that name Linear layers"
+            )
+        nn.Module.__init__(self)
+        self.base_layer = base_layer
+        p = self.prefix
+        setattr(self, p + "z", nn.ParameterDict({}))
+        setattr(self, p + "sigma", nn.ParameterDict({}))
+        setattr(self, p + "left", FactorStore())
+        setattr(self, p + "right", FactorStore())
+        for name in self.saved_state:
+            setattr(self, p + name, BufferDict({}, persistent=True))
+        self.r: dict[str, int] = {}
+        self.sigma0: dict[str, float] = {}
+        self.forward_path: dict[str, str] = {}
+        self.frozen_peft_weight_names = {}
+        self._disable_adapters = False
+        self.merged_adapters = []
+        self.kwargs = kwargs
+        self.in_features = base_layer.in_features
+        self.out_features = base_layer.out_features
+
+    # -- access to the per-adapter containers, by role --------------------
+    def _dict(self, role: str):
+        return getattr(self, self.prefix + role)
+
+    def factorise(self, adapter_name: str, weight: torch.Tensor, config) -> tuple[Factors, dict]:
+        """Return the rank-r factors and the extra tensors to save (method-specific)."""
+        raise NotImplementedError
+
+    def rebuild(self, adapter_name: str, saved: dict[str, torch.Tensor], where: str) -> None:
+        """Rebuild frozen factors from a saved adapter's state, or refuse (method-specific)."""
+        raise NotImplementedError
+
+    # -- creating an adapter ------------------------------------------------
+    def update_layer(self, adapter_name: str, config) -> None:
+        """Factorise the base weight and create adapter ``adapter_name``.
+
+        Raises:
+            ValueError: for a rank that does not fit or an unknown option.
+        """
+        if config.forward_path not in FORWARD_PATHS:
+            raise ValueError(f"forward_path must be one of {FORWARD_PATHS}, got {config.forward_path!r}")
+        r = config.r
+        weight = self.get_base_layer().weight
+        if adapter_name in self.merged_adapters:
+            raise ValueError(f"adapter {adapter_name!r} is merged; unmerge it before replacing it")
+        if self.merged:
+            raise ValueError("cannot add an adapter to a layer with merged adapters; unmerge first")
+        factors, extra = self.factorise(adapter_name, weight, config)
+        z0 = initial_z(config.init, factors.d.float())
+        ref = z0 if config.init_residual == "z0" else factors.d.float()
+        self._set_factors(adapter_name, factors, weight)
+        dev = weight.device
+        self._dict("z")[adapter_name] = nn.Parameter(z0.clone().to(dev))
+        self.sigma0[adapter_name] = (config.alpha if config.alpha is not None else r) / r
+        self._dict("sigma")[adapter_name] = nn.Parameter(
+            torch.tensor(self.sigma0[adapter_name], dtype=torch.float32, device=dev)
+        )
+        self._dict("ref")[adapter_name] = ref.to(dev)
+        self._dict("d")[adapter_name] = factors.d.float().to(dev)
+        self._dict("fingerprint")[adapter_name] = fingerprint(weight)
+        for key, value in extra.items():
+            self._dict(key)[adapter_name] = value
+        self.r[adapter_name] = r
+        self.forward_path[adapter_name] = config.forward_path
+        if not config.train_sigma:
+            self.frozen_peft_weight_names[adapter_name] = (self.prefix + "sigma",)
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def _set_factors(self, adapter_name: str, factors: Factors, weight: torch.Tensor) -> None:
+        dtype = weight.dtype if weight.is_floating_point() else torch.float32
+        self._dict("left")[adapter_name] = factors.left.to(weight.device, dtype).contiguous()
+        self._dict("right")[adapter_name] = factors.right.to(weight.device, dtype).contiguous()
+
+    # -- the update -----------------------------------------------------------
+    def delta_diag(self, adapter_name: str) -> torch.Tensor:
+        """``sigma * z - sigma0 * ref``: the diagonal of the update (float32)."""
+        z = self._dict("z")[adapter_name]
+        sigma = self._dict("sigma")[adapter_name]
+        return sigma * z - self.sigma0[adapter_name] * self._dict("ref")[adapter_name]
+
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """``left @ diag(dz) @ right`` in float32, shaped like the base weight."""
+        left = self._dict("left")[adapter_name].float()
+        right = self._dict("right")[adapter_name].float()
+        return (left * self.delta_diag(adapter_name)) @ right
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        """Add the active (or named) adapters' updates into the base weight.
+
+        Args:
+            safe_merge: check the merged weight for inf/NaN before writing it.
+            adapter_names: adapters to merge; default the active ones.
+
+        Raises:
+            ValueError: with safe_merge, if the merged weight is not finite.
+        """
+        base = self.get_base_layer()
+        for name in check_adapters_to_merge(self, adapter_names):
+            if name not in self._dict("z"):
+                continue
+            with torch.no_grad():
+                merged = base.weight.float() + self.get_delta_weight(name)
+                if safe_merge and not torch.isfinite(merged).all():
+                    raise ValueError(f"merging adapter {name!r} gives non-finite weights")
+                base.weight.copy_(merged.to(base.weight.dtype))
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        """Subtract every merged adapter's update from the base weight."""
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        base = self.get_base_layer()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            with torch.no_grad():
+                w = base.weight.float() - self.get_delta_weight(name)
+                base.weight.copy_(w.to(base.weight.dtype))
+
+    # -- forward ----------------------------------------------------------------
+    def choose_path(self, adapter_name: str, tokens: int) -> str:
+        """The forward path for one call: the configured one, or the cheaper by shape.
+
+        Both the activation path and the fused path pay about
+        ``tokens * r * (in + out)`` for dz's gradient; on top, the activation
+        path pays the same again for its forward/backward projections, the fused
+        path ``out * r * in`` to build the merged weight. r cancels out: the
+        fused (weight) path wins when ``out * in < tokens * (in + out)``.
+        """
+        path = self.forward_path[adapter_name]
+        if path != "auto":
+            return path
+        out_f, in_f = self.out_features, self.in_features
+        return "fused" if out_f * in_f < tokens * (in_f + out_f) else "activation"
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        base = self.get_base_layer()
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return base(x, *args, **kwargs)
+        if self.merged:
+            return base(x, *args, **kwargs)
+        active = [a for a in self.active_adapters if a in self._dict("z")]
+        if not active:
+            return base(x, *args, **kwargs)
+        tokens = x.numel() // max(x.shape[-1], 1)
+        result = None
+        rest = []
+        for name in active:
+            path = self.choose_path(name, tokens)
+            if result is None and path in ("fused", "weight"):
+                result = self._forward_merged(name, x, path)
+            else:
+                rest.append(name)
+        if result is None:
+            result = base(x, *args, **kwargs)
+        for name in rest:
+            left, right = self._dict("left")[name], self._dict("right")[name]
+            xc = x.to(right.dtype)
+            h = (xc @ right.T) * self.delta_diag(name).to(right.dtype)
+            result = result + (h @ left.T).to(result.dtype)
+        return result
+
+    def _forward_merged(self, name: str, x: torch.Tensor, path: str) -> torch.Tensor:
+        base = self.get_base_layer()
+        left, right = self._dict("left")[name], self._dict("right")[name]
+        dz = self.delta_diag(name)
+        xc = x.to(base.weight.dtype)
+        if path == "fused":
+            return _FusedDiagLinear.apply(xc, base.weight, base.bias, left, right, dz)
+        w_eff = base.weight + (left * dz.to(left.dtype)) @ right
+        return F.linear(xc, w_eff, base.bias)
+
+    # -- loading a saved adapter --------------------------------------------
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs before the children (the BufferDicts) load their entries: check
+        # that each saved adapter belongs to this base and rebuild the frozen
+        # factors from it, or refuse before anything is written.
+        for name in list(self._dict("z").keys()):
+            saved = {
+                key: state_dict[f"{prefix}{self.prefix}{key}.{name}"]
+                for key in self.saved_state
+                if f"{prefix}{self.prefix}{key}.{name}" in state_dict
+            }
+            if not saved:
+                continue
+            where = prefix.rstrip(".") or type(self).__name__
+            if len(saved) != len(self.saved_state):
+                missing = sorted(set(self.saved_state) - set(saved))
+                raise ValueError(f"adapter {name!r} at {where}: the file lacks {missing}; it is damaged or from an older format")
+            if self.merged:
+                raise ValueError(f"cannot load adapter {name!r} at {where} while adapters are merged; unmerge first")
+            if not same_base(saved["fingerprint"], fingerprint(self.get_base_layer().weight)):
+                raise ValueError(
+                    f"adapter {name!r} at {where} was trained on a different base weight (fingerprint mismatch). "
+                    "Load it onto the exact base model it was trained from."
+                )
+            self.rebuild(name, saved, where)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_rebuilt(self, name: str, saved_d: torch.Tensor, where: str, what: str) -> None:
+        d = self._dict("d")[name].float().cpu()
+        saved_d = saved_d.float().cpu()
+        scale = max(float(saved_d.abs().max()), 1e-30)
+        if d.shape != saved_d.shape or not torch.allclose(d, saved_d, rtol=1e-3, atol=1e-3 * scale):
+            raise ValueError(
+                f"adapter {name!r} at {where}: the rebuilt {what} differ from the saved ones, so the saved z "
+                "would mean something else here. Load it onto the base model (and dtype) it was trained on."
+            )
+
+
+def initial_z(init: str, d: torch.Tensor) -> torch.Tensor:
+    """Initial value of z for the paper's ablation (method.md), from the kept pivots d.
+
+    Random variants draw from torch's global generator (seeded by the caller).
+    """
+    r = d.numel()
+    m = d.mean()
+    s = d.std(unbiased=False)
+    if init == "lu":
+        return d.clone()
+    if init == "uniform":
+        half = m.abs() / 2
+        return (torch.rand(r) * 2 - 1).to(d) * half
+    if init == "normal":
+        return torch.randn(r).to(d) * s + m
+    if init == "constant":
+        return torch.full_like(d, float(m))
+    if init == "ones":
+        return torch.ones_like(d)
+    if init == "zeros":
+        return torch.zeros_like(d)
+    if init == "s_uniform":
+        return (torch.rand(r) * 2 - 1).to(d)
+    if init == "s_normal":
+        return torch.randn(r).to(d)
+    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
+
+
+INITS = ("lu", "uniform", "normal", "constant", "ones", "zeros", "s_uniform", "s_normal")
+INIT_RESIDUALS = ("z0", "d")
+
+
+def validate_common(config) -> None:
+    """Checks shared by LoLDUConfig and SVFitConfig (called from __post_init__)."""
+    if not isinstance(config.r, int) or isinstance(config.r, bool) or config.r < 1:
+        raise ValueError(f"r must be a positive integer, got {config.r!r}")
+    if config.alpha is not None and not (isinstance(config.alpha, (int, float)) and math.isfinite(config.alpha)):
+        raise ValueError(f"alpha must be a finite number or None (meaning alpha = r), got {config.alpha!r}")
+    if config.init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
+    if config.init_residual not in INIT_RESIDUALS:
+        raise ValueError(f"init_residual must be one of {INIT_RESIDUALS}, got {config.init_residual!r}")
+    if config.forward_path not in FORWARD_PATHS:
+        raise ValueError(f"forward_path must be one of {FORWARD_PATHS}, got {config.forward_path!r}")

@@ -1,0 +1,74 @@
+"""The LoLDU tuner layer: LU factors with the pivot order saved for exact rebuilds."""
+
+from __future__ import annotations
+
+import torch
+
+from ..decompose import Factors, lu_factors
+from ..diagonal import DiagonalLayer
+
+
+class LoLDULayer(DiagonalLayer):
+    """``nn.Linear`` wrapper with LoLDU adapters (see :mod:`loldu.methods.diagonal`).
+
+    Frozen buffers per adapter: ``P L_r`` (out x r) and ``U'_r`` (r x in) only.
+    Saved per adapter: z, sigma, the reference, the pivots, the row/column
+    pivot order and a fingerprint of the base weight.
+    """
+
+    prefix = "loldu_"
+    adapter_layer_names = ("loldu_z", "loldu_sigma")
+    other_param_names = (
+        "loldu_left",
+        "loldu_right",
+        "loldu_ref",
+        "loldu_d",
+        "loldu_fingerprint",
+        "loldu_row_order",
+        "loldu_col_order",
+        "r",
+        "sigma0",
+        "forward_path",
+        "decompose_dtype",
+    )
+    saved_state = ("ref", "d", "fingerprint", "row_order", "col_order")
+
+    def __init__(self, base_layer, **kwargs):
+        super().__init__(base_layer, **kwargs)
+        self.decompose_dtype: dict[str, str] = {}
+
+    def factorise(self, adapter_name, weight, config) -> tuple[Factors, dict]:
+        self.decompose_dtype[adapter_name] = config.decompose_dtype
+        factors = lu_factors(weight, config.r, dtype=config.decompose_dtype)
+        # int32 keeps the file small; orders are permutations of < 2**31 rows.
+        extra = {
+            "row_order": factors.row_order.to(torch.int32),
+            "col_order": factors.col_order.to(torch.int32),
+        }
+        return factors, extra
+
+    def rebuild(self, adapter_name, saved, where) -> None:
+        rows, cols = saved["row_order"], saved["col_order"]
+        cur_rows, cur_cols = self.loldu_row_order[adapter_name], self.loldu_col_order[adapter_name]
+        if (
+            rows.shape == cur_rows.shape
+            and cols.shape == cur_cols.shape
+            and torch.equal(rows.cpu().long(), cur_rows.cpu().long())
+            and torch.equal(cols.cpu().long(), cur_cols.cpu().long())
+        ):
+            factors = None  # same pivots: the factors in place are the saved ones
+        else:
+            weight = self.get_base_layer().weight
+            try:
+                factors = lu_factors(
+                    weight,
+                    self.r[adapter_name],
+                    dtype=self.decompose_dtype[adapter_name],
+                    row_order=rows,
+                    col_order=cols,
+                )
+            except ValueError as err:
+                raise ValueError(f"adapter {adapter_name!r} at {where}: {err}") from err
+            self._set_factors(adapter_name, factors, weight)
+            self.loldu_d[adapter_name] = factors.d.float().to(weight.device)
+        self._check_rebuilt(adapter_name, saved["d"], where, "LU pivots")
