@@ -29,8 +29,13 @@ def tiny_bert():
     from transformers import BertConfig, BertForSequenceClassification
 
     cfg = BertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, vocab_size=99,
-        max_position_embeddings=64, num_labels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        vocab_size=99,
+        max_position_embeddings=64,
+        num_labels=3,
     )
     return BertForSequenceClassification(cfg)
 
@@ -39,8 +44,13 @@ def tiny_roberta():
     from transformers import RobertaConfig, RobertaForSequenceClassification
 
     cfg = RobertaConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, vocab_size=99,
-        max_position_embeddings=70, num_labels=2,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        vocab_size=99,
+        max_position_embeddings=70,
+        num_labels=2,
     )
     return RobertaForSequenceClassification(cfg)
 
@@ -49,8 +59,13 @@ def tiny_vit():
     from transformers import ViTConfig, ViTForImageClassification
 
     cfg = ViTConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, image_size=16,
-        patch_size=4, num_labels=5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        image_size=16,
+        patch_size=4,
+        num_labels=5,
     )
     return ViTForImageClassification(cfg)
 
@@ -59,8 +74,13 @@ def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=48,
-        vocab_size=99, max_position_embeddings=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=48,
+        vocab_size=99,
+        max_position_embeddings=64,
     )
     return LlamaForCausalLM(cfg)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-import torch
 from peft import FourierFTConfig, LoraConfig, VeraConfig, get_peft_model
 from torch import nn
 
@@ -159,6 +158,10 @@ def _in_head(param_name: str, heads) -> bool:
 
 
 def _set_plain_trainable(model: nn.Module, spec: MethodSpec) -> None:
+    if spec.name == "linear_probe" and not spec.head_modules:
+        raise ValueError("linear_probe trains the head only: set head_modules (e.g. ['classifier'])")
+    if spec.name == "bitfit" and not any(n.endswith("bias") for n, _ in model.named_parameters()):
+        raise ValueError(f"bitfit trains biases, and {type(model).__name__} has no bias parameters")
     for name, p in model.named_parameters():
         if spec.name == "full":
             train = True
@@ -167,8 +170,6 @@ def _set_plain_trainable(model: nn.Module, spec: MethodSpec) -> None:
         else:  # linear_probe
             train = _in_head(name, spec.head_modules)
         p.requires_grad_(train)
-    if spec.name == "linear_probe" and not spec.head_modules:
-        raise ValueError("linear_probe trains the head only: set head_modules (e.g. ['classifier'])")
 
 
 def count_parameters(model: nn.Module) -> dict[str, int | float]:
@@ -230,4 +231,3 @@ def frozen_buffer_count(model: nn.Module) -> int:
         for name, b in model.named_buffers()
         if any(f".{p}_{k}." in f".{name}." for p in ("loldu", "svfit") for k in ("left", "right"))
     )
-

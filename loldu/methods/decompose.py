@@ -234,9 +234,7 @@ def svd_factors(
     idx = u.abs().argmax(dim=0)
     sign = torch.sign(u[idx, torch.arange(r, device=u.device)])
     sign[sign == 0] = 1
-    return Factors(
-        (u * sign).contiguous().clone(), s.clone(), (vh * sign[:, None]).contiguous().clone()
-    )
+    return Factors((u * sign).contiguous().clone(), s.clone(), (vh * sign[:, None]).contiguous().clone())
 
 
 def fingerprint(weight: torch.Tensor, k: int = 8) -> torch.Tensor:

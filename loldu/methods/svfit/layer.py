@@ -28,9 +28,7 @@ class SVFitLayer(DiagonalLayer):
     )
 
     def factorise(self, adapter_name, weight, config) -> tuple[Factors, dict]:
-        factors = svd_factors(
-            weight, config.r, method=config.svd, niter=config.svd_niter, seed=config.svd_seed
-        )
+        factors = svd_factors(weight, config.r, method=config.svd, niter=config.svd_niter, seed=config.svd_seed)
         return factors, {}
 
     def rebuild(self, adapter_name, saved, where) -> None:

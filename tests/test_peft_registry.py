@@ -1,0 +1,86 @@
+"""What loldu relies on inside PEFT: checked so that an upgrade fails here, loudly."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+
+import torch
+from conftest import TinyMLP
+from peft import PeftConfig, PeftModel, get_peft_model
+from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.utils.peft_types import PeftType
+
+import loldu
+from loldu.methods import LoLDUConfig, LoLDUModel, SVFitConfig, SVFitModel
+from loldu.methods.peft_registry import PEFT_VERSION_TESTED
+
+
+def test_peft_is_the_pinned_version():
+    assert importlib.metadata.version("peft") == PEFT_VERSION_TESTED, (
+        "peft changed: re-check loldu/methods/peft_registry.py and diagonal*.py against it, then update the pin"
+    )
+
+
+def test_methods_are_registered_as_peft_types():
+    assert PeftType.LOLDU.value == "LOLDU" and PeftType("SVFIT") is PeftType.SVFIT
+    assert PeftType.LOLDU in list(PeftType)
+    assert PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LOLDU] is LoLDUConfig
+    assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.SVFIT] is SVFitModel
+    assert PEFT_TYPE_TO_PREFIX_MAPPING[PeftType.LOLDU] == "loldu_"
+    loldu.methods.peft_registry.register()  # idempotent
+    assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.LOLDU] is LoLDUModel
+
+
+def test_private_hooks_we_override_still_exist():
+    for hook in (
+        "_pre_injection_hook",
+        "_create_and_replace",
+        "_prepare_adapter_config",
+        "_check_target_module_exists",
+    ):
+        assert hasattr(BaseTuner, hook), hook
+    for attr in ("adapter_layer_names", "other_param_names", "frozen_peft_weight_names", "merged_adapters"):
+        assert hasattr(BaseTunerLayer, attr), attr
+    from peft.tuners._buffer_dict import BufferDict  # noqa: F401  (persistent per-adapter state)
+
+
+def test_config_round_trips_through_adapter_config_json(tmp_path):
+    torch.manual_seed(0)
+    pm = get_peft_model(TinyMLP(), LoLDUConfig(r=3, target_modules=["fc1"], init="normal", decompose_dtype="float64"))
+    pm.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert data["peft_type"] == "LOLDU" and data["init"] == "normal" and data["r"] == 3
+    config = PeftConfig.from_pretrained(tmp_path)
+    assert isinstance(config, LoLDUConfig) and config.decompose_dtype == "float64"
+    torch.manual_seed(0)
+    assert isinstance(PeftModel.from_pretrained(TinyMLP(), tmp_path).peft_config["default"], LoLDUConfig)
+
+
+def test_half_precision_base_keeps_factors_in_its_dtype():
+    # PEFT upcasts adapter BufferDicts to float32; the frozen factors must not
+    # be among them (memory), while z and sigma are float32 as PEFT intends.
+    pm = get_peft_model(TinyMLP().to(torch.bfloat16), SVFitConfig(r=4, target_modules=["fc1"]))
+    layer = pm.base_model.model.fc1
+    assert layer.svfit_left["default"].dtype == torch.bfloat16
+    assert layer.svfit_z["default"].dtype == torch.float32
+
+
+def test_saved_file_holds_only_small_tensors(tmp_path):
+    pm = get_peft_model(TinyMLP(), LoLDUConfig(r=12, target_modules=["fc1", "fc2"]))
+    pm.save_pretrained(tmp_path)
+    from safetensors.torch import load_file
+
+    tensors = load_file(tmp_path / "adapter_model.safetensors")
+    names = {k.rsplit(".", 1)[-1] for k in tensors}
+    assert names == {
+        "loldu_z",
+        "loldu_sigma",
+        "loldu_ref",
+        "loldu_d",
+        "loldu_fingerprint",
+        "loldu_row_order",
+        "loldu_col_order",
+    }
+    assert max(t.numel() for t in tensors.values()) <= 16  # vectors only: no factor matrices
