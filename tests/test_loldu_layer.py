@@ -220,3 +220,54 @@ def test_svfit_trains_singular_values_only():
     layer = pm.base_model.model.fc2
     torch.testing.assert_close(layer.svfit_z["default"], torch.linalg.svdvals(layer.base_layer.weight.detach())[:5])
     assert sum(p.numel() for p in pm.parameters() if p.requires_grad) == 5
+
+
+def _single_linear(weight):
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+    return nn.Sequential(lin)
+
+
+def test_hand_computed_loldu_delta():
+    # W = [[2, 1], [4, 3]]: P L_1 = [0.5, 1]^T, D_1 = 4, U'_1 = [1, 0.75] (see test_decompose).
+    pm = get_peft_model(_single_linear(torch.tensor([[2.0, 1.0], [4.0, 3.0]])), LoLDUConfig(r=1, target_modules=["0"]))
+    layer = pm.base_model.model[0]
+    assert layer.loldu_z["default"].tolist() == [4.0]
+    with torch.no_grad():
+        layer.loldu_z["default"].fill_(5.0)  # dz = 1 * 5 - 1 * 4 = 1
+    torch.testing.assert_close(layer.get_delta_weight("default"), torch.tensor([[0.5, 0.375], [1.0, 0.75]]))
+    with torch.no_grad():
+        layer.loldu_sigma["default"].fill_(2.0)  # dz = 2 * 5 - 4 = 6
+    torch.testing.assert_close(layer.get_delta_weight("default"), 6 * torch.tensor([[0.5, 0.375], [1.0, 0.75]]))
+
+
+def test_hand_computed_svfit_delta():
+    pm = get_peft_model(_single_linear(torch.tensor([[0.0, 2.0], [3.0, 0.0]])), SVFitConfig(r=1, target_modules=["0"]))
+    layer = pm.base_model.model[0]
+    with torch.no_grad():
+        layer.svfit_z["default"].fill_(4.0)  # s = 3 -> 4
+    torch.testing.assert_close(layer.get_delta_weight("default"), torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        (LoLDUConfig(r=2, target_modules=["0"]), [0.5, 0.184436, 0.130872, -0.130871]),
+        (SVFitConfig(r=2, target_modules=["0"]), [0.207371, 0.169607, 0.013052, 0.008511]),
+    ],
+)
+def test_seeded_delta_values(config, expected):
+    """Stored deltas for a seeded 4x3 weight with z moved by a fixed step (regression values).
+
+    LoLDU's first entry is exact by construction: row 0 is the first pivot row,
+    so L[0, 0] = U'[0, 0] = 1 and delta[0, 0] = dz[0] = 0.5.
+    """
+    torch.manual_seed(0)
+    pm = get_peft_model(_single_linear(torch.randn(4, 3)), config)
+    layer = pm.base_model.model[0]
+    prefix = layer.prefix
+    with torch.no_grad():
+        getattr(layer, prefix + "z")["default"].add_(torch.tensor([0.5, -0.25]))
+    delta = layer.get_delta_weight("default")
+    torch.testing.assert_close(delta[:, 0], torch.tensor(expected), rtol=0, atol=1e-5)
