@@ -84,3 +84,22 @@ def test_saved_file_holds_only_small_tensors(tmp_path):
         "loldu_col_order",
     }
     assert max(t.numel() for t in tensors.values()) <= 16  # vectors only: no factor matrices
+
+
+def test_peft_merge_fails_for_vera_with_a_kept_roberta_head_and_ours_does_not():
+    # Known PEFT 0.21.2 limitation that merge_method works around; if this starts
+    # passing in PEFT, merge_method can defer to merge_and_unload for VeRA/FourierFT.
+    import pytest
+    from conftest import build, output
+
+    from loldu.methods import apply_method, merge_method
+
+    model, targets, heads, inputs = build("roberta")
+    adapted = apply_method(model, {"name": "vera", "r": 8, "target_modules": targets, "head_modules": heads})
+    with torch.no_grad():
+        want = output(adapted, inputs)
+    with pytest.raises(AttributeError, match="RobertaClassificationHead"):
+        adapted.merge_and_unload()
+    plain = merge_method(adapted)
+    with torch.no_grad():
+        torch.testing.assert_close(output(plain, inputs), want, rtol=1e-4, atol=1e-5)
