@@ -103,6 +103,12 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
         }
     )
     datamodule = instantiate(cfg.task.data, _convert_="all", **data_kwargs)
+    datamodule.setup("fit")  # reads and checks the data files before any training
+    if datamodule.num_labels != cfg.task.num_labels:
+        raise ValueError(
+            f"task.num_labels={cfg.task.num_labels} but the data has {datamodule.num_labels} labels "
+            f"({datamodule.label_names}); set task.num_labels={datamodule.num_labels}"
+        )
     spec = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "train"}
     model = apply_method(bundle.model, spec)
     counts = count_parameters(model)

@@ -81,6 +81,9 @@ class ClassificationModule(L.LightningModule):
         return nn.functional.cross_entropy(logits.float(), labels)
 
     def on_fit_start(self) -> None:
+        # transformers' from_pretrained returns models in eval mode and Lightning
+        # keeps submodule modes: train with dropout as the paper's scripts did.
+        self.model.train()
         counts = {f"params/{k}": float(v) for k, v in count_parameters(self.model).items()}
         for logger in self.loggers:
             logger.log_metrics(counts, step=0)

@@ -1,0 +1,107 @@
+"""Smoke runs of train(cfg) on tiny models, a two-job multirun with its report, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+import loldu.config  # noqa: F401
+from loldu.pipeline import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(tmp_path: Path, *overrides: str):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["debug=fast", f"output_dir={tmp_path}", *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # as under @hydra.main, which passes the job config only
+        result = train(cfg)
+    GlobalHydra.instance().clear()
+    return result, json.loads((tmp_path / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "overrides,metric",
+    [
+        (("model=tiny_bert", "task=rotten_tomatoes", "method=loldu"), "test/acc"),
+        (("model=tiny_roberta", "task=tweet_confidence", "method=lora"), "test/pearson"),
+        (("model=tiny_vit", "task=digits", "method=svfit", "rank=16"), "test/acc"),
+        (("model=tiny_vit", "task=animal_mnist", "method=linear_probe"), "test/acc"),
+    ],
+)
+def test_smoke_run_each_task_family(tmp_path, overrides, metric):
+    monitored, metrics = _run(tmp_path, *overrides, "logger=csv")
+    assert monitored is not None
+    assert metric in metrics["test"]
+    assert metrics["params"]["trainable"] > 0
+    for name in ("config.yaml", "metrics.json", "adapter/method.json", "csv/metrics.csv"):
+        assert (tmp_path / name).exists(), name
+
+
+def test_merged_model_loads_without_this_package(tmp_path):
+    _run(tmp_path, "model=tiny_bert", "method=vera", "save_merged=true", "logger=none", "callbacks=none")
+    code = (
+        "import sys, transformers; m = transformers.AutoModelForSequenceClassification.from_pretrained(sys.argv[1]); "
+        "assert not any('vera' in n for n, _ in m.named_parameters()); print(type(m).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "merged")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "BertForSequenceClassification" in out.stdout
+
+
+def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    _run(tmp_path, "model=tiny_bert", "logger=wandb", "callbacks=none")
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "an offline W&B run folder to `wandb sync` later"
+
+
+def test_missing_data_file_fails_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        _run(tmp_path, "model=tiny_bert", "task=text_csv", "task.data.source_args.train=nope.csv")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_wrong_label_count_is_refused(tmp_path):
+    csv = tmp_path / "train.csv"
+    csv.write_text("text,label\n" + "".join(f"text number {i},{'abc'[i % 3]}\n" for i in range(60)))
+    with pytest.raises(ValueError, match="set task.num_labels=3"):
+        _run(tmp_path / "run", "model=tiny_bert", "task=text_csv", f"task.data.source_args.train={csv}")
+
+
+def test_multirun_sweep_and_report(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "model=tiny_bert",
+        "debug=fast",
+        "logger=none",
+        "callbacks=none",
+        "rank=4,16",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
+    assert runs == ["0", "1"]
+    rep = subprocess.run(
+        [sys.executable, "-m", "loldu.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    table = (tmp_path / "report.md").read_text()
+    assert table.count("| loldu |") == 2 and "test/acc" in table
+    assert (tmp_path / "report.png").stat().st_size > 1000
