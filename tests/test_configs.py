@@ -32,6 +32,7 @@ MODELS, TASKS, METHODS = _group("model"), _group("task"), _group("method")
 def composer():
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+
         def _compose(*overrides):
             cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
             HydraConfig.instance().set_config(cfg)

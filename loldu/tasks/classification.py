@@ -19,8 +19,10 @@ from loldu.methods import count_parameters, optimizer_param_groups
 
 METRICS = {
     "acc": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),
-    "f1": lambda n: torchmetrics.F1Score(task="binary") if n == 2 else torchmetrics.F1Score(
-        task="multiclass", num_classes=n, average="macro"
+    "f1": lambda n: (
+        torchmetrics.F1Score(task="binary")
+        if n == 2
+        else torchmetrics.F1Score(task="multiclass", num_classes=n, average="macro")
     ),
     "mcc": lambda n: torchmetrics.MatthewsCorrCoef(task="multiclass", num_classes=n),
     "pearson": lambda n: torchmetrics.PearsonCorrCoef(),
