@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from loldu.methods.diagonal import dz_grad_costs
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["query", "value"]
 PATHS = ("activation", "weight", "fused", "auto")
@@ -77,7 +79,7 @@ def theory_macs(row: Row, tokens: int, targets: list[tuple[int, int]], encoder: 
         elif picks[k] == "activation":
             total += 2 * t * r * (i + o)
         elif picks[k] == "fused":
-            total += o * r * i + t * r * (i + o)
+            total += o * r * i + min(dz_grad_costs(t, r, i, o))
         else:  # weight
             total += 2 * o * r * i + t * o * i
     return total

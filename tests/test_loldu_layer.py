@@ -38,13 +38,18 @@ def _grads(model, x):
     return y.detach(), {n: named[n].grad.clone() for n in named if named[n].requires_grad}
 
 
-def test_forward_paths_agree_in_output_and_gradients():
-    x = torch.randn(3, 7, 14, dtype=torch.float64)
+@pytest.mark.parametrize("tokens,r", [(7, 9), (40, 14)])  # fused dz grad: by projections / by weight gradient
+def test_forward_paths_agree_in_output_and_gradients(tokens, r):
+    from loldu.methods.diagonal import dz_grad_costs
+
+    by_proj, by_weight = dz_grad_costs(3 * tokens, r, 14, 20)
+    assert (by_weight < by_proj) == (tokens == 40)
+    x = torch.randn(3, tokens, 14, dtype=torch.float64)
     results = {}
     for path in ("activation", "weight", "fused"):
-        model, layer = _layer(LoLDUConfig(r=9, target_modules=["0"], forward_path=path))
+        model, layer = _layer(LoLDUConfig(r=r, target_modules=["0"], forward_path=path))
         with torch.no_grad():  # move off the starting point so dz != 0
-            layer.loldu_z["default"].add_(torch.linspace(-1, 1, 9, dtype=torch.float64).float())
+            layer.loldu_z["default"].add_(torch.linspace(-1, 1, r, dtype=torch.float64).float())
             layer.loldu_sigma["default"].fill_(1.3)
         results[path] = _grads(model, x.clone().requires_grad_(True))
     y_ref, g_ref = results["activation"]
@@ -71,9 +76,12 @@ def test_fused_path_gradient_of_input_matches_autograd():
 
 def test_auto_path_follows_the_cost_model():
     _, layer = _layer(LoLDUConfig(r=4, target_modules=["0"]), out_f=64, in_f=64)
-    # out*in / (in+out) = 32 tokens is the break-even point.
+    # Training: activation 2*T*r*128 against fused 64*r*64 + min(T*r*128, (T + r)*4096).
     assert layer.choose_path("default", 8) == "activation"
     assert layer.choose_path("default", 1024) == "fused"
+    with torch.no_grad():  # evaluation: T*r*128 against 64*r*64, break-even at T = 32
+        assert layer.choose_path("default", 31) == "activation"
+        assert layer.choose_path("default", 33) == "fused"
     layer.forward_path["default"] = "weight"
     assert layer.choose_path("default", 8) == "weight"
 

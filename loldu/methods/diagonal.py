@@ -31,15 +31,25 @@ from .decompose import Factors, fingerprint, same_base
 FORWARD_PATHS = ("auto", "activation", "weight", "fused")
 
 
+def dz_grad_costs(tokens: int, r: int, in_f: int, out_f: int) -> tuple[int, int]:
+    """Multiply-adds of the two ways to get dz's gradient: (projections, weight gradient).
+
+    ``sum_t (g_t left) * (x_t right^T)`` costs ``tokens * r * (in + out)``;
+    ``diag(left^T (G^T X) right^T)`` costs ``tokens * out * in + r * out * in``.
+    The second wins near full rank with many tokens.
+    """
+    return tokens * r * (in_f + out_f), tokens * out_f * in_f + r * out_f * in_f
+
+
 class _FusedDiagLinear(torch.autograd.Function):
     """``y = x W_eff^T + b`` through the merged weight, with cheap gradients.
 
     The forward builds ``W_eff = W + left diag(dz) right`` (out*r*in
     multiply-adds) and runs one matmul, as the base layer would. The backward
     sends the gradient of x through the saved ``W_eff`` (what the base layer
-    costs anyway) and gets dz's gradient from the two rank-r projections,
-    ``sum_t (g_t left) * (x_t right^T)`` (tokens*r*(in+out)), never forming the
-    full out x in weight gradient that plain autograd would.
+    costs anyway) and gets dz's gradient the cheaper of two ways
+    (:func:`dz_grad_costs`): from the two rank-r projections, or from the full
+    weight gradient ``G^T X`` projected onto the factors.
     """
 
     @staticmethod
@@ -62,9 +72,13 @@ class _FusedDiagLinear(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g2.sum(0)
         if ctx.needs_input_grad[5]:
-            proj_g = (g2 @ left).float()
-            proj_x = (x2 @ right.T).float()
-            grad_dz = (proj_g * proj_x).sum(0).to(dz.dtype)
+            by_proj, by_weight = dz_grad_costs(g2.shape[0], left.shape[1], x2.shape[1], g2.shape[1])
+            if by_weight < by_proj or grad_w is not None:
+                gw = grad_w if grad_w is not None else g2.T @ x2
+                grad_dz = ((left.T @ gw).float() * right.float()).sum(1)
+            else:
+                grad_dz = ((g2 @ left).float() * (x2 @ right.T).float()).sum(0)
+            grad_dz = grad_dz.to(dz.dtype)
         return grad_x, grad_w, grad_b, None, None, grad_dz
 
 
@@ -238,17 +252,23 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
     def choose_path(self, adapter_name: str, tokens: int) -> str:
         """The forward path for one call: the configured one, or the cheaper by shape.
 
-        Both the activation path and the fused path pay about
-        ``tokens * r * (in + out)`` for dz's gradient; on top, the activation
-        path pays the same again for its forward/backward projections, the fused
-        path ``out * r * in`` to build the merged weight. r cancels out: the
-        fused (weight) path wins when ``out * in < tokens * (in + out)``.
+        Extra multiply-adds over the frozen base layer, per training step:
+        activation ``2 * tokens * r * (in + out)`` (projections forward and
+        backward); fused ``out * r * in`` (building the merged weight) plus the
+        cheaper way to dz's gradient (:func:`dz_grad_costs`). Without gradients
+        (evaluation) the comparison is ``tokens * r * (in + out)`` against
+        ``out * r * in``.
         """
         path = self.forward_path[adapter_name]
         if path != "auto":
             return path
-        out_f, in_f = self.out_features, self.in_features
-        return "fused" if out_f * in_f < tokens * (in_f + out_f) else "activation"
+        r, out_f, in_f = self.r[adapter_name], self.out_features, self.in_features
+        if torch.is_grad_enabled() and self._dict("z")[adapter_name].requires_grad:
+            activation = 2 * tokens * r * (in_f + out_f)
+            fused = out_f * r * in_f + min(dz_grad_costs(tokens, r, in_f, out_f))
+        else:
+            activation, fused = tokens * r * (in_f + out_f), out_f * r * in_f
+        return "fused" if fused < activation else "activation"
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         base = self.get_base_layer()
