@@ -8,6 +8,7 @@ the metrics (torchmetrics), the logging names (``train/loss``, ``val/<metric>``,
 from __future__ import annotations
 
 import math
+import resource
 import time
 
 import lightning as L
@@ -105,7 +106,10 @@ class ClassificationModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.log("perf/step_time_s", time.perf_counter() - self._step_start, on_step=True, on_epoch=False)
         if self.device.type == "cuda":
-            self.log("perf/peak_mem_mib", torch.cuda.max_memory_allocated(self.device) / 2**20, on_step=True)
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:  # peak resident set size of the process (Linux reports KiB)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.log("perf/peak_mem_mib", peak, on_step=True, on_epoch=False)
 
     def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> None:
         logits = self(batch)
