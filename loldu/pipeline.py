@@ -154,6 +154,8 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
         "wall_time_s": wall,
         "lr": lr,
         "method": cfg.method.name,
+        "model": _choice("model"),
+        "task": _choice("task"),
         "rank": cfg.method.r,
         "seed": cfg.seed,
     }

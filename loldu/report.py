@@ -33,8 +33,8 @@ def collect(folder: str | Path) -> list[dict]:
         cfg = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
         row = {
             "run": str(path.parent.relative_to(folder)) or ".",
-            "model": _dig(cfg, "model", "builder", "name_or_path") or _dig(cfg, "model", "builder", "_target_"),
-            "task": _dig(cfg, "task", "data", "source"),
+            "model": metrics.get("model") or _dig(cfg, "model", "builder", "name_or_path"),
+            "task": metrics.get("task") or _dig(cfg, "task", "data", "source"),
             "method": metrics.get("method"),
             "rank": metrics.get("rank"),
             "init": cfg.get("init"),

@@ -103,5 +103,5 @@ def test_multirun_sweep_and_report(tmp_path):
     )
     assert rep.returncode == 0, rep.stderr[-3000:]
     table = (tmp_path / "report.md").read_text()
-    assert table.count("| loldu |") == 2 and "test/acc" in table
+    assert table.count("| tiny_bert | rotten_tomatoes | loldu |") == 2 and "test/acc" in table
     assert (tmp_path / "report.png").stat().st_size > 1000
