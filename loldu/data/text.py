@@ -144,27 +144,11 @@ class TextClassificationDataModule(SplitDataModule):
         source_args: dict | None = None,
         tokenizer: Any = None,
         max_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        limit_train: int | None = None,
-        limit_eval: int | None = None,
+        **loader_args: Any,
     ):
-        super().__init__(
-            source=source,
-            source_args=source_args,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-            limit_train=limit_train,
-            limit_eval=limit_eval,
-        )
+        # loader_args: batch_size, eval_batch_size, num_workers, seed, val_fraction, test_fraction,
+        # limit_train, limit_eval (see the base class).
+        super().__init__(source=source, source_args=source_args, **loader_args)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.max_length = int(max_length)

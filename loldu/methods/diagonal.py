@@ -166,10 +166,8 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
         """Factorise the base weight and create adapter ``adapter_name``.
 
         Raises:
-            ValueError: for a rank that does not fit or an unknown option.
+            ValueError: for a rank that does not fit (options are checked by the config).
         """
-        if config.forward_path not in FORWARD_PATHS:
-            raise ValueError(f"forward_path must be one of {FORWARD_PATHS}, got {config.forward_path!r}")
         r = config.r
         weight = self.get_base_layer().weight
         if adapter_name in self.merged_adapters:
