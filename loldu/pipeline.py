@@ -12,7 +12,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from loldu.methods import apply_method, count_parameters, merge_method, save_adapter
-from loldu.tasks import ClassificationModule
+from loldu.tasks import CausalLMModule, ClassificationModule
+
+EXAMPLE_MODEL = {"text": "minilm", "image": "tiny_vit", "causal_lm": "smollm2", "diffusion": "tiny_sd"}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -27,7 +29,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(
             f"model {_choice('model')!r} is a {model_family} model and task {_choice('task')!r} needs a "
             f"{task_family} model: pick a {task_family} model (e.g. model="
-            f"{'minilm' if task_family == 'text' else 'tiny_vit'}) or a {model_family} task"
+            f"{EXAMPLE_MODEL.get(task_family, '...')}) or a {model_family} task"
         )
     r = cfg.method.r
     if cfg.method.name in ("loldu", "svfit", "lora", "pissa") and r is not None and r > cfg.model.full_rank:
@@ -89,6 +91,71 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def _train(cfg: DictConfig, out: Path) -> float | None:
+    family = cfg.task.family
+    if family in ("text", "image"):
+        return _train_classification(cfg, out)
+    if family == "causal_lm":
+        return _train_causal_lm(cfg, out)
+    if family == "diffusion":
+        return _train_diffusion(cfg, out)
+    raise ValueError(f"task family {family!r} is not one of text, image, causal_lm, diffusion")
+
+
+def _method_spec(cfg: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "train"}
+
+
+def _lr(cfg: DictConfig) -> float:
+    return cfg.lr if cfg.lr is not None else cfg.method.train.default_lr
+
+
+def _optim(cfg: DictConfig) -> dict:
+    return {
+        "lr": _lr(cfg),
+        "weight_decay": cfg.weight_decay,
+        "decay_diagonal": cfg.method.train.decay_diagonal,
+        "scheduler": cfg.task_schedule.scheduler,
+        "warmup_ratio": cfg.task_schedule.warmup_ratio,
+        "warmup_steps": cfg.task_schedule.warmup_steps,
+    }
+
+
+def _trainer(cfg: DictConfig, out: Path, **overrides) -> L.Trainer:
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    for cb in callbacks:
+        if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint):
+            cb.dirpath = str(out / "checkpoints")
+    return instantiate(
+        cfg.trainer,
+        logger=_loggers(cfg, out) or False,
+        callbacks=callbacks,
+        default_root_dir=str(out),
+        enable_checkpointing=any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks),
+        **overrides,
+    )
+
+
+def _has_best(trainer: L.Trainer) -> bool:
+    cb = trainer.checkpoint_callback
+    return bool(cb is not None and cb.best_model_path)
+
+
+def _finish(cfg: DictConfig, out: Path, metrics: dict) -> None:
+    metrics.update(
+        {
+            "lr": _lr(cfg),
+            "method": cfg.method.name,
+            "model": _choice("model"),
+            "task": _choice("task"),
+            "rank": cfg.method.r,
+            "seed": cfg.seed,
+        }
+    )
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _summary(cfg, metrics, out)
+
+
+def _train_classification(cfg: DictConfig, out: Path) -> float | None:
     bundle = instantiate(cfg.model.builder, _convert_="all")
     data_kwargs = (
         {"tokenizer": bundle.tokenizer}
@@ -106,37 +173,16 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
             f"task.num_labels={cfg.task.num_labels} but the data has {datamodule.num_labels} labels "
             f"({datamodule.label_names}); set task.num_labels={datamodule.num_labels}"
         )
-    spec = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "train"}
-    model = apply_method(bundle.model, spec)
+    model = apply_method(bundle.model, _method_spec(cfg))
     counts = count_parameters(model)
-    lr = cfg.lr if cfg.lr is not None else cfg.method.train.default_lr
     module = ClassificationModule(
-        model=model,
-        num_labels=cfg.task.num_labels,
-        metrics=list(cfg.task.metrics),
-        lr=lr,
-        weight_decay=cfg.weight_decay,
-        decay_diagonal=cfg.method.train.decay_diagonal,
-        scheduler=cfg.task_schedule.scheduler,
-        warmup_ratio=cfg.task_schedule.warmup_ratio,
-        warmup_steps=cfg.task_schedule.warmup_steps,
+        model=model, num_labels=cfg.task.num_labels, metrics=list(cfg.task.metrics), **_optim(cfg)
     )
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    for cb in callbacks:
-        if isinstance(cb, L.pytorch.callbacks.ModelCheckpoint):
-            cb.dirpath = str(out / "checkpoints")
-    trainer = instantiate(
-        cfg.trainer,
-        logger=_loggers(cfg, out) or False,
-        callbacks=callbacks,
-        default_root_dir=str(out),
-        enable_checkpointing=any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks),
-    )
+    trainer = _trainer(cfg, out)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
-    test = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None, verbose=False)
+    test = trainer.test(module, datamodule=datamodule, ckpt_path="best" if _has_best(trainer) else None, verbose=False)
     wall = time.perf_counter() - start
     save_adapter(model, out / "adapter")
     if cfg.save_merged:
@@ -150,23 +196,137 @@ def _train(cfg: DictConfig, out: Path) -> float | None:
         "val": val,
         "params": counts,
         "wall_time_s": wall,
-        "lr": lr,
-        "method": cfg.method.name,
-        "model": _choice("model"),
-        "task": _choice("task"),
-        "rank": cfg.method.r,
-        "seed": cfg.seed,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    _summary(cfg, metrics, out)
+    _finish(cfg, out, metrics)
     return val.get(cfg.task.monitor)
 
 
+def _train_causal_lm(cfg: DictConfig, out: Path) -> float | None:
+    bundle = instantiate(cfg.model.builder, _convert_="all")
+    datamodule = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer)
+    datamodule.setup("fit")  # reads, checks and tokenizes the data before any training
+    gen = cfg.task.generation
+    examples = datamodule.generation_examples(gen.num_prompts) if gen.num_prompts else []
+    model = apply_method(bundle.model, _method_spec(cfg))
+    counts = count_parameters(model)
+    module = CausalLMModule(
+        model=model,
+        tokenizer=bundle.tokenizer,
+        generation_examples=examples,
+        max_new_tokens=gen.max_new_tokens,
+        add_special_tokens=datamodule.add_special_tokens,
+        out_dir=out,
+        **_optim(cfg),
+    )
+    trainer = _trainer(cfg, out)
+    start = time.perf_counter()
+    before, generations_before = {}, []
+    if cfg.task.validate_before:
+        before = {k: float(v) for k, v in trainer.validate(module, datamodule=datamodule, verbose=False)[0].items()}
+        generations_before = module.last_generations
+    trainer.fit(module, datamodule=datamodule)
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    generations_after = module.last_generations
+    test = []
+    if datamodule.has_test:
+        ckpt = "best" if _has_best(trainer) else None
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    wall = time.perf_counter() - start
+    save_adapter(model, out / "adapter")
+    if cfg.save_merged:
+        save_merged_lm(model, bundle.tokenizer, out / "merged")
+    metrics = {
+        "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
+        "val": val,
+        "val_before": before,
+        "generations_before": generations_before,
+        "generations_after": generations_after,
+        "data": {"sizes": datamodule.split_sizes(), "dropped_over_cutoff": dict(datamodule.dropped)},
+        "params": counts,
+        "wall_time_s": wall,
+    }
+    _finish(cfg, out, metrics)
+    return val.get(cfg.task.monitor)
+
+
+def save_merged_lm(model, tokenizer, path: Path) -> Path:
+    """Merge the method into the base and save it with its tokenizer (loads with plain transformers)."""
+    merged = merge_method(model)
+    merged.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _train_diffusion(cfg: DictConfig, out: Path) -> float | None:
+    from loldu.data.dreambooth import generate_class_images
+    from loldu.methods.export import save_as_diffusers_lora
+    from loldu.tasks.diffusion import DiffusionModule
+
+    bundle = instantiate(cfg.model.builder, _convert_="all")
+    datamodule = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
+    datamodule.check()  # folders, images and prompt lengths, before any model work
+    samples = cfg.task.samples
+    bundle.encode_prompts(list(samples.prompts))  # refuses prompts longer than the text encoder takes
+    if datamodule.with_prior_preservation and datamodule.class_images_missing() > 0:
+        generate_class_images(
+            bundle.pipeline(),
+            datamodule.class_dir,
+            datamodule.class_prompt,
+            datamodule.class_images_missing(),
+            seed=cfg.seed,
+            resolution=bundle.resolution,
+        )
+    datamodule.setup("fit")
+    unet = apply_method(bundle.unet, _method_spec(cfg))
+    counts = count_parameters(unet)
+    module = DiffusionModule(
+        unet=unet,
+        bundle=bundle,
+        prior_loss_weight=cfg.task.prior_loss_weight,
+        sample_prompts=list(samples.prompts),
+        sample_seeds=list(samples.seeds),
+        sample_every_n_steps=samples.every_n_steps,
+        sample_inference_steps=samples.inference_steps,
+        guidance_scale=samples.guidance_scale,
+        sampler=samples.sampler,
+        out_dir=out,
+        **_optim(cfg),
+    )
+    trainer = _trainer(cfg, out, max_steps=cfg.task.max_steps, max_epochs=-1)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    wall = time.perf_counter() - start
+    train = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    save_adapter(unet, out / "adapter")
+    if cfg.task.export_lora and cfg.method.name in ("loldu", "svfit"):
+        save_as_diffusers_lora(unet, out / "lora")
+    if cfg.save_merged:
+        merge_method(unet).save_pretrained(out / "merged" / "unet")
+    metrics = {
+        "train": train,
+        "steps": int(trainer.global_step),
+        "samples": sorted(str(p.relative_to(out)) for p in (out / "samples").glob("*.png")),
+        "params": counts,
+        "wall_time_s": wall,
+    }
+    _finish(cfg, out, metrics)
+    return train.get("train/loss")
+
+
 def _summary(cfg: DictConfig, metrics: dict, out: Path) -> None:
-    first = f"test/{cfg.task.metrics[0]}"
     p = metrics["params"]
+    if cfg.task.family in ("text", "image"):
+        first = f"test/{cfg.task.metrics[0]}"
+        headline = f"{first} = {metrics['test'].get(first, float('nan')):.4f}"
+    elif cfg.task.family == "causal_lm":
+        before = metrics["val_before"].get("val/loss")
+        headline = f"val/loss = {metrics['val'].get('val/loss', float('nan')):.4f}" + (
+            f" (before training {before:.4f})" if before is not None else ""
+        )
+    else:
+        headline = f"train/loss = {metrics['train'].get('train/loss', float('nan')):.4f}; samples in {out / 'samples'}"
     print(
-        f"\n{first} = {metrics['test'].get(first, float('nan')):.4f}\n"
+        f"\n{headline}\n"
         f"adapter parameters = {p['adapter']:,} ({100 * p['adapter_share']:.4f}% of {p['base']:,})\n"
         f"trainable parameters incl. head = {p['trainable']:,} ({100 * p['trainable_share']:.4f}%)\n"
         f"wall time = {metrics['wall_time_s']:.0f} s\n"

@@ -120,6 +120,16 @@ def output(model, inputs):
     return out if isinstance(out, torch.Tensor) else out.logits
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tests of tiny models: on a busy two-core machine two threads make each small op far
+    slower. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tmp_dir(tmp_path):
     return tmp_path

@@ -18,6 +18,14 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 REQUIRED = {
     "text_csv": ["task.data.source_args.train=data/train.csv"],
     "imagefolder": ["task.data.source_args.root=data/images", "task.num_labels=3"],
+    "instruction_json": ["task.data.source_args.path=data/mine.json"],
+    "dreambooth": ["task.data.instance_dir=data/dog"],
+}
+# What each experiment needs besides itself.
+EXPERIMENT_ARGS = {
+    "glue_roberta_base": ["task=sst2"],
+    "vit_base_image6": ["task=cifar10"],
+    "sd_dreambooth": ["task.data.instance_dir=data/dog"],
 }
 
 
@@ -82,7 +90,7 @@ def _check(cfg):
 def _sample():
     """Each model, task and method at least once, with a model of each family for every task."""
     combos = {(m, "rotten_tomatoes", "loldu") for m in MODELS}
-    combos |= {(m, t, "lora") for t in TASKS for m in ("tiny_bert", "tiny_vit")}
+    combos |= {(m, t, "lora") for t in TASKS for m in ("tiny_bert", "tiny_vit", "tiny_llama", "tiny_sd")}
     combos |= {(m, "digits", x) for x in METHODS for m in ("minilm", "vit_base")}
     return sorted(combos)
 
@@ -102,7 +110,7 @@ def test_every_combination_is_allowed_or_refused(composer, model):
 
 @pytest.mark.parametrize("name", _group("experiment"))
 def test_experiments_compose(composer, name):
-    check_config(composer(f"experiment={name}", "task=sst2" if "glue" in name else "task=cifar10"))
+    check_config(composer(f"experiment={name}", *EXPERIMENT_ARGS.get(name, [])))
 
 
 @pytest.mark.parametrize("name", _group("sweep"))
@@ -128,3 +136,16 @@ def test_paper_settings_reach_the_run(composer):
     assert (cfg.lr, cfg.epochs, cfg.task.max_length) == (4e-4, 20, 512)
     assert cfg.method.r == 768 and cfg.alpha == 768
     assert cfg.task_schedule.warmup_ratio == 0.06
+
+
+def test_instruction_and_concept_paper_settings(composer):
+    cfg = composer("experiment=llama2_instruct")
+    assert cfg.model.builder.name_or_path == "meta-llama/Llama-2-7b-hf" and cfg.task.data.source == "alpaca_hub"
+    assert (cfg.method.r, cfg.alpha, cfg.lr, cfg.epochs, cfg.task.data.cutoff_len) == (1024, 1024, 1e-3, 3, 256)
+    assert (cfg.batch_size, cfg.trainer.accumulate_grad_batches, cfg.trainer.precision) == (1, 128, "bf16-mixed")
+    assert cfg.method.target_modules == ["q_proj", "v_proj"] and cfg.task.data.val_size == 2000
+    cfg = composer("experiment=sd_dreambooth", "task.data.instance_dir=data/dog", "task.concept_class=dog")
+    assert cfg.method.target_modules == ["to_q", "to_k", "to_v", "to_out.0"]
+    assert (cfg.method.r, cfg.alpha, cfg.lr, cfg.batch_size, cfg.task.max_steps) == (32, 32, 5e-4, 1, 1000)
+    assert (cfg.weight_decay, cfg.task_schedule.scheduler, cfg.task_schedule.warmup_steps) == (0.01, "constant", 15)
+    assert cfg.task.data.instance_prompt == "a photo of sks dog" and cfg.model.builder.resolution == 512

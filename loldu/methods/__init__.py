@@ -16,6 +16,7 @@ from .apply import (
     optimizer_param_groups,
 )
 from .decompose import Factors, fingerprint, lu_factors, svd_factors
+from .export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
 from .io import load_adapter, merge_method, save_adapter
 from .loldu import LoLDUConfig, LoLDULayer, LoLDUModel
 from .svfit import SVFitConfig, SVFitLayer, SVFitModel
@@ -35,6 +36,7 @@ __all__ = [
     "apply_method",
     "check_targets",
     "count_parameters",
+    "diagonal_to_lora",
     "fingerprint",
     "frozen_buffer_count",
     "load_adapter",
@@ -42,5 +44,7 @@ __all__ = [
     "merge_method",
     "optimizer_param_groups",
     "save_adapter",
+    "save_as_diffusers_lora",
+    "save_as_peft_lora",
     "svd_factors",
 ]

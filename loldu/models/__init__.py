@@ -15,13 +15,17 @@ from .builders import (
     tiny_image_classifier,
     tiny_text_classifier,
 )
+from .causal_lm import hf_causal_lm, load_tokenizer, tiny_causal_lm
 
 __all__ = [
     "ModelBundle",
     "hf_image_classifier",
+    "hf_causal_lm",
     "hf_text_classifier",
+    "load_tokenizer",
     "offline_package_path",
     "timm_classifier",
+    "tiny_causal_lm",
     "tiny_image_classifier",
     "tiny_text_classifier",
 ]

@@ -1,5 +1,7 @@
 """LightningModules, one per task family (never per method)."""
 
+from .causal_lm import CausalLMModule, masked_lm_loss
 from .classification import ClassificationModule
+from .common import FineTuneModule
 
-__all__ = ["ClassificationModule"]
+__all__ = ["CausalLMModule", "ClassificationModule", "FineTuneModule", "masked_lm_loss"]

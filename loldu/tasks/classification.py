@@ -7,16 +7,11 @@ the metrics (torchmetrics), the logging names (``train/loss``, ``val/<metric>``,
 
 from __future__ import annotations
 
-import math
-import resource
-import time
-
-import lightning as L
 import torch
 import torchmetrics
 from torch import nn
 
-from loldu.methods import count_parameters, optimizer_param_groups
+from .common import FineTuneModule
 
 METRICS = {
     "acc": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),
@@ -32,7 +27,7 @@ METRICS = {
 }
 
 
-class ClassificationModule(L.LightningModule):
+class ClassificationModule(FineTuneModule):
     """Fine-tunes a classifier (or a regressor when ``num_labels == 1``).
 
     Args:
@@ -59,12 +54,10 @@ class ClassificationModule(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
     ):
-        super().__init__()
+        super().__init__(lr, weight_decay, decay_diagonal, scheduler, warmup_ratio, warmup_steps)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
-        if scheduler not in ("linear", "constant"):
-            raise ValueError(f"scheduler must be 'linear' or 'constant', got {scheduler!r}")
         self.model = model
         self.num_labels = num_labels
         self.regression = num_labels == 1
@@ -72,7 +65,6 @@ class ClassificationModule(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.val_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
         self.test_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
-        self._step_start = 0.0
 
     def forward(self, batch: dict) -> torch.Tensor:
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -83,33 +75,11 @@ class ClassificationModule(L.LightningModule):
             return nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
         return nn.functional.cross_entropy(logits.float(), labels)
 
-    def on_fit_start(self) -> None:
-        # transformers' from_pretrained returns models in eval mode and Lightning
-        # keeps submodule modes: train with dropout as the paper's scripts did.
-        self.model.train()
-        counts = {f"params/{k}": float(v) for k, v in count_parameters(self.model).items()}
-        for logger in self.loggers:
-            logger.log_metrics(counts, step=0)
-            logger.log_hyperparams(counts)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self._step_start = time.perf_counter()
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = self._loss(logits, batch["labels"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.log("perf/step_time_s", time.perf_counter() - self._step_start, on_step=True, on_epoch=False)
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:  # peak resident set size of the process (Linux reports KiB)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.log("perf/peak_mem_mib", peak, on_step=True, on_epoch=False)
 
     def _eval_step(self, batch: dict, stage: str, metrics: nn.ModuleDict) -> None:
         logits = self(batch)
@@ -125,22 +95,3 @@ class ClassificationModule(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
-
-    def configure_optimizers(self):
-        groups = optimizer_param_groups(self.model, self.hparams.weight_decay, self.hparams.decay_diagonal)
-        groups = [g for g in groups if g["params"]]
-        if not groups:
-            raise ValueError("the model has no trainable parameters: check the method and head_modules")
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = self.hparams.warmup_steps or math.ceil(self.hparams.warmup_ratio * total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if self.hparams.scheduler == "constant":
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

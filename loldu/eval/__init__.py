@@ -1,0 +1,1 @@
+"""Evaluation commands on finished run folders: lm-evaluation-harness benchmarks and concept-learning metrics."""

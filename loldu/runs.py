@@ -1,0 +1,65 @@
+"""Working with finished run folders: rebuild the trained model from ``config.yaml`` and ``adapter/``, and
+export the merged model that evaluation tools (lm-evaluation-harness, diffusers) load without this package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import loldu.config  # noqa: F401  (registers the resolvers a saved config may still name)
+from loldu.methods import load_adapter, merge_method
+
+
+def load_config(run_dir: str | Path) -> DictConfig:
+    """The resolved config a run saved.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` is not a run folder (no ``config.yaml``).
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (written by train.py)")
+    return OmegaConf.load(path)
+
+
+def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
+    """Rebuild a finished run's model: the base from its builder, then its saved adapter.
+
+    Returns:
+        ``(config, bundle, adapted model)``; for diffusion runs the adapted model is the UNet.
+
+    Raises:
+        FileNotFoundError: no config.yaml or no adapter/ in ``run_dir``.
+    """
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    adapter = run_dir / "adapter"
+    if not adapter.is_dir():
+        raise FileNotFoundError(f"{run_dir} has no adapter/ folder: the run did not finish training")
+    bundle = instantiate(cfg.model.builder, _convert_="all")
+    base = bundle.unet if cfg.task.family == "diffusion" else bundle.model
+    return cfg, bundle, load_adapter(base, adapter)
+
+
+def ensure_merged(run_dir: str | Path) -> Path:
+    """``run_dir/merged``: the run's model with the method merged in, written once (with the tokenizer).
+
+    For diffusion runs the merged UNet goes to ``merged/unet``. An existing ``merged/`` is reused.
+    """
+    run_dir = Path(run_dir)
+    out = run_dir / "merged"
+    if (out / "config.json").is_file() or (out / "unet" / "config.json").is_file():
+        return out
+    cfg, bundle, model = load_run(run_dir)
+    merged = merge_method(model)
+    if cfg.task.family == "diffusion":
+        merged.save_pretrained(out / "unet")
+        return out
+    merged.save_pretrained(out)
+    if bundle.tokenizer is not None:
+        bundle.tokenizer.save_pretrained(out)
+    return out
