@@ -241,7 +241,11 @@ def _train_causal_lm(cfg: DictConfig, out: Path) -> float | None:
         "val_before": before,
         "generations_before": generations_before,
         "generations_after": generations_after,
-        "data": {"sizes": datamodule.split_sizes(), "dropped_over_cutoff": dict(datamodule.dropped)},
+        "data": {
+            "sizes": datamodule.split_sizes(),
+            "dropped_over_cutoff": dict(datamodule.dropped),
+            "duplicates_removed": datamodule.duplicates_removed,
+        },
         "params": counts,
         "wall_time_s": wall,
     }
@@ -266,7 +270,8 @@ def _train_diffusion(cfg: DictConfig, out: Path) -> float | None:
     datamodule = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
     datamodule.check()  # folders, images and prompt lengths, before any model work
     samples = cfg.task.samples
-    bundle.encode_prompts(list(samples.prompts))  # refuses prompts longer than the text encoder takes
+    if samples.prompts:
+        bundle.encode_prompts(list(samples.prompts))  # refuses prompts longer than the text encoder takes
     if datamodule.with_prior_preservation and datamodule.class_images_missing() > 0:
         generate_class_images(
             bundle.pipeline(),

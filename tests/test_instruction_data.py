@@ -310,3 +310,25 @@ def test_alpaca_hub(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(RuntimeError, match=r"alpaca-cleaned' could not be loaded .*source='instruction_json'"):
         alpaca_hub()
+
+
+def test_dedupe_and_grouped_splits_keep_training_prompts_out_of_validation(tmp_path, tokenizer):
+    items = []
+    for i in range(30):
+        items += [{"instruction": f"Prompt {i}?", "output": f"Reply {i}."}] * 3  # exact repeats
+        items.append({"instruction": f"prompt  {i}?", "output": f"Another reply {i}."})  # same prompt, new reply
+    path = _write_json(tmp_path, items)
+
+    def prompts(dm, split):
+        return {" ".join(e["instruction"].split()).casefold() for e in dm.examples[split]}
+
+    plain = _module(tokenizer, path, val_size=20)
+    assert plain.duplicates_removed == 0 and prompts(plain, "train") & prompts(plain, "validation")
+
+    dm = _module(tokenizer, path, val_size=20, dedupe=True, group_by_instruction=True)
+    assert dm.duplicates_removed == 60  # 30 prompts x 2 extra copies
+    sizes = dm.split_sizes()
+    assert sizes["train"] + sizes["validation"] == 60 and sizes["validation"] == 20  # whole groups of 2
+    assert not prompts(dm, "train") & prompts(dm, "validation")
+    again = _module(tokenizer, path, val_size=20, dedupe=True, group_by_instruction=True)
+    assert prompts(again, "validation") == prompts(dm, "validation")  # seeded

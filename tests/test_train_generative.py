@@ -4,21 +4,48 @@ run-folder tools on their outputs, and bad input refused before training."""
 from __future__ import annotations
 
 import json
+import os
+from contextlib import contextmanager
 
 import pytest
 import torch
 from PIL import Image
-from test_train import _run
+from test_train import ROOT, _run
 
 from loldu.runs import ensure_merged, load_run
+
+
+@contextmanager
+def _wandb_offline():
+    saved = {k: os.environ.get(k) for k in ("WANDB_MODE", "WANDB_API_KEY")}
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ.pop("WANDB_API_KEY", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _wandb_media(out, kind: str) -> list:
+    return list((out / "wandb").glob(f"offline-run-*/files/media/{kind}/**/*"))
 
 
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm_run")
-    monitored, metrics = _run(
-        out, "model=tiny_llama", "task=chatterbot", "batch_size=4", "task.generation.max_new_tokens=4", "logger=csv"
-    )
+    with _wandb_offline():
+        monitored, metrics = _run(
+            out,
+            "model=tiny_llama",
+            "task=chatterbot",
+            "batch_size=4",
+            "task.generation.max_new_tokens=4",
+            "logger=wandb",
+        )
     return out, monitored, metrics
 
 
@@ -32,6 +59,7 @@ def test_instruction_tuning_smoke_run(lm_run):
     assert len(metrics["generations_before"]) == len(metrics["generations_after"]) == 2
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert {r["step"] for r in rows} == {0, metrics["generations_after"][0]["step"]} and len(rows) == 4
+    assert _wandb_media(out, "table"), "the generations table reaches W&B"
     assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r = 16 full rank, + sigma)
     assert (out / "adapter" / "method.json").exists()
     # the checkpoint keeps what training changed, not the frozen base
@@ -56,16 +84,17 @@ def test_finished_lm_run_reloads_and_merges(lm_run):
 @pytest.fixture(scope="module")
 def sd_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sd_run")
-    _, metrics = _run(
-        out,
-        "model=tiny_sd",
-        "task=dreambooth_animal",
-        "batch_size=2",
-        "task.samples.inference_steps=2",
-        "task.samples.every_n_steps=2",
-        "save_merged=true",
-        "logger=csv",
-    )
+    with _wandb_offline():
+        _, metrics = _run(
+            out,
+            "model=tiny_sd",
+            "task=dreambooth_animal",
+            "batch_size=2",
+            "task.samples.inference_steps=2",
+            "task.samples.every_n_steps=2",
+            "save_merged=true",
+            "logger=wandb",
+        )
     return out, metrics
 
 
@@ -84,6 +113,7 @@ def test_concept_learning_smoke_run_writes_sample_grids(sd_run):
     assert progression.size[0] == 3 * 32 and progression.size[1] >= 4 * 32  # 3 sampling points x 4 images
     assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
     assert (out / "merged" / "unet" / "config.json").exists()
+    assert len(_wandb_media(out, "images")) >= 4, "every sampling grid and the progression reach W&B"
 
 
 def test_finished_sd_run_merged_unet_matches_the_adapter(sd_run):
@@ -136,3 +166,34 @@ def test_concept_metrics_command_on_the_run_folder(sd_run):
     for key in ("dino", "clip_i", "clip_t"):
         assert -1.0 <= saved[key] <= 1.0 and saved[key] == pytest.approx(result[key])
     assert len(list((out / "eval").glob("*.png"))) == 4
+
+
+def test_prior_preservation_generates_class_images_then_trains_on_both(tmp_path):
+    class_dir = tmp_path / "class_images"
+    out = tmp_path / "run"
+    _, metrics = _run(
+        out,
+        "model=tiny_sd",
+        "task=dreambooth_animal",
+        "batch_size=1",
+        "task.samples.prompts=[]",
+        "task.data.with_prior_preservation=true",
+        f"task.data.class_dir={class_dir}",
+        "task.data.num_class_images=2",
+        "logger=none",
+        "callbacks=none",
+    )
+    assert sorted(p.name for p in class_dir.glob("*.png")) == ["class_00000.png", "class_00001.png"]
+    assert metrics["train"]["train/prior_loss"] > 0 and metrics["train"]["train/instance_loss"] > 0
+
+
+def test_benchmark_command_on_the_finished_lm_run(lm_run):
+    from loldu.eval.lm import main
+
+    out, _, _ = lm_run
+    tasks = str(ROOT / "benchmarks" / "lm_eval_tasks")
+    summary = main([str(out), "--tasks", "loldu_local_mc:2", "--limit", "4", "--include-path", tasks])
+    saved = json.loads((out / "benchmarks.json").read_text())
+    assert saved["results"] == summary["results"]
+    assert 0.0 <= saved["results"]["loldu_local_mc"]["acc"] <= 1.0
+    assert (out / "merged" / "config.json").exists()  # the merged model lm-eval ran on

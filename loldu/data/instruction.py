@@ -410,6 +410,10 @@ def _check_limit(value: Any, key: str) -> int | None:
     return int(value)
 
 
+def _normalise(text: str) -> str:
+    return " ".join(str(text).split()).casefold()
+
+
 class InstructionDataModule(L.LightningDataModule):
     """Instruction-tuning batches for a transformers ``*ForCausalLM`` model.
 
@@ -435,6 +439,11 @@ class InstructionDataModule(L.LightningDataModule):
         seed: Seed of the split permutation and of the training shuffle.
         limit_train: Cap on training examples (the first ones of the permutation), or None.
         limit_eval: Cap on the examples of each evaluation split, or None.
+        dedupe: Drop exact repeats of (instruction, input, output), compared after whitespace/case normalisation,
+            keeping the first; the count is in ``duplicates_removed``. Without it, a corpus with repeated pairs
+            (ChatterBot repeats some pairs over 100 times) puts copies of training pairs in validation.
+        group_by_instruction: Split whole groups of examples sharing an (instruction, input), so no validation or
+            test prompt is also a training prompt (the split sizes are then met to within one group).
     """
 
     def __init__(
@@ -454,6 +463,8 @@ class InstructionDataModule(L.LightningDataModule):
         seed: int = 0,
         limit_train: int | None = None,
         limit_eval: int | None = None,
+        dedupe: bool = False,
+        group_by_instruction: bool = False,
     ):
         super().__init__()
         check_source_args("instruction", INSTRUCTION_SOURCES, source, source_args)
@@ -470,6 +481,9 @@ class InstructionDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=["tokenizer"])
         self.source = source
         self.source_args = dict(source_args or {})
+        self.dedupe = bool(dedupe)
+        self.group_by_instruction = bool(group_by_instruction)
+        self.duplicates_removed = 0
         self.tokenizer = tokenizer
         self.template = template
         self.system_prompt = system_prompt
@@ -518,6 +532,16 @@ class InstructionDataModule(L.LightningDataModule):
             raise ValueError("InstructionDataModule needs a tokenizer (pass tokenizer=... or set .tokenizer).")
         check_template(self.template, self.tokenizer, self.system_prompt)
         examples = call_source("instruction", INSTRUCTION_SOURCES, self.source, self.source_args)
+        if self.dedupe:
+            seen: set[tuple[str, ...]] = set()
+            unique = []
+            for example in examples:
+                key = tuple(_normalise(example[f]) for f in ("instruction", "input", "output"))
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(example)
+            self.duplicates_removed = len(examples) - len(unique)
+            examples = unique
         n = len(examples)
         n_val, n_test = self._count(self.val_size, n), self._count(self.test_size, n)
         if n_val + n_test >= n:
@@ -525,11 +549,39 @@ class InstructionDataModule(L.LightningDataModule):
                 f"The source {self.source!r} has {n} examples: val_size={self.val_size} ({n_val}) and "
                 f"test_size={self.test_size} ({n_test}) leave none for training; lower val_size/test_size."
             )
-        order = np.random.default_rng(self.seed).permutation(n).astype(np.int64)
+        rng = np.random.default_rng(self.seed)
+        if self.group_by_instruction:
+            groups: dict[tuple[str, str], list[int]] = {}
+            for i, example in enumerate(examples):
+                groups.setdefault((_normalise(example["instruction"]), _normalise(example["input"])), []).append(i)
+            members = list(groups.values())
+            parts: dict[str, list[int]] = {"validation": [], "test": [], "train": []}
+            for g in rng.permutation(len(members)):
+                split = (
+                    "validation"
+                    if len(parts["validation"]) < n_val
+                    else "test"
+                    if len(parts["test"]) < n_test
+                    else "train"
+                )
+                parts[split].extend(members[g])
+            if not parts["train"]:
+                raise ValueError(
+                    f"group_by_instruction: the {len(members)} prompt groups of {self.source!r} all went to "
+                    "validation/test; lower val_size/test_size."
+                )
+            split_order = {k: np.asarray(v, dtype=np.int64) for k, v in parts.items()}
+        else:
+            order = rng.permutation(n).astype(np.int64)
+            split_order = {
+                "validation": order[:n_val],
+                "test": order[n_val : n_val + n_test],
+                "train": order[n_val + n_test :],
+            }
         indices = {
-            "train": order[n_val + n_test :][: self.limit_train],
-            "validation": order[:n_val][: self.limit_eval],
-            "test": order[n_val : n_val + n_test][: self.limit_eval],
+            "train": split_order["train"][: self.limit_train],
+            "validation": split_order["validation"][: self.limit_eval],
+            "test": split_order["test"][: self.limit_eval],
         }
         datasets, kept_examples, kept_indices, dropped = {}, {}, {}, {}
         for split, chosen in indices.items():
