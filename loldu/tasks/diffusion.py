@@ -176,7 +176,7 @@ class DiffusionModule(FineTuneModule):
         per_step = [self.sampled[s] for s in steps]
         rows = len(per_step[0])
         images = [per_step[c][r] for r in range(rows) for c in range(len(steps))]
-        grid = image_grid(images, rows, len(steps), labels=[f"step {s}" for s in steps])
+        grid = image_grid(images, rows, len(steps), labels=[str(s) for s in steps])  # column = training step
         if self.out_dir is not None:
             grid.save(self.out_dir / "samples" / "progression.png")
         for logger in self.loggers:
