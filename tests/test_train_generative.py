@@ -197,3 +197,20 @@ def test_benchmark_command_on_the_finished_lm_run(lm_run):
     assert saved["results"] == summary["results"]
     assert 0.0 <= saved["results"]["loldu_local_mc"]["acc"] <= 1.0
     assert (out / "merged" / "config.json").exists()  # the merged model lm-eval ran on
+
+
+def test_exported_lora_loads_with_diffusers_pipeline_loader(sd_run):
+    from loldu.models.diffusion import tiny_sd
+
+    out, _ = sd_run
+    _, bundle, unet = load_run(out)
+    pipe = tiny_sd(resolution=32, seed=0).pipeline()  # a fresh base with the same weights
+    pipe.load_lora_weights(str(out / "lora"))
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    hidden = bundle.encode_prompts(["a photo of sks cat"])
+    with torch.no_grad():
+        want = unet.eval()(x, torch.tensor([500]), encoder_hidden_states=hidden).sample
+        got = pipe.unet.eval()(x, torch.tensor([500]), encoder_hidden_states=hidden).sample
+        base = tiny_sd(resolution=32, seed=0).unet.eval()(x, torch.tensor([500]), encoder_hidden_states=hidden).sample
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert (want - base).abs().max() > 1e-4  # the adapter changed the output, so the match is not trivial
