@@ -45,10 +45,28 @@ def collect(folder: str | Path) -> list[dict]:
         }
         row.update(metrics.get("test", {}))
         row.update(metrics.get("val", {}))
+        row.update(metrics.get("train", {}))  # diffusion runs: no validation set
+        if "val/loss" in metrics.get("val_before", {}):
+            row["val_before/loss"] = metrics["val_before"]["val/loss"]
+        row.update(_extra_results(path.parent))
         rows.append(row)
     if not rows:
         raise FileNotFoundError(f"no metrics.json below {folder}: is it a run or multirun folder of train.py?")
     return rows
+
+
+def _extra_results(run: Path) -> dict:
+    """Scores the evaluation commands wrote into the run folder (concept metrics, lm-eval benchmarks)."""
+    row = {}
+    concept = run / "concept_metrics.json"
+    if concept.exists():
+        scores = json.loads(concept.read_text())
+        row.update({f"concept/{k}": scores[k] for k in ("dino", "clip_i", "clip_t") if k in scores})
+    bench = run / "benchmarks.json"
+    if bench.exists():
+        for task, values in json.loads(bench.read_text()).get("results", {}).items():
+            row.update({f"bench/{task}/{m}": v for m, v in values.items() if not m.endswith("stderr")})
+    return row
 
 
 def _dig(cfg: dict, *keys):
@@ -108,11 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = Path(args.folder)
     rows = collect(folder)
-    found = sorted({k for r in rows for k in r if k.startswith(("test/", "val/"))})
-    metric = args.metric or next((k for k in found if k.startswith("test/") and not k.endswith("loss")), found[0])
+    prefixes = ("test/", "val/", "val_before/", "train/", "concept/", "bench/")
+    found = sorted({k for r in rows for k in r if k.startswith(prefixes) and not k.endswith("tokens")})
+    classification = any(k.startswith("test/") and not k.endswith("loss") for k in found)
+    # classifiers: accuracy-like metrics; causal LMs and diffusion: their losses are the metrics
+    shown = [k for k in found if not (classification and k.endswith("loss"))]
+    if not shown:
+        raise SystemExit(f"no metric to report in {folder}")
+    metric = args.metric or next((k for k in shown if k.startswith("test/")), shown[0])
     if not any(metric in r for r in rows):
         raise SystemExit(f"metric {metric!r} is in no run; found: {found}")
-    shown = [k for k in found if not k.endswith("loss")]
     table = to_markdown(rows, shown)
     (folder / "report.md").write_text(table)
     png = plot(rows, metric, folder / "report.png")

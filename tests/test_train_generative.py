@@ -214,3 +214,31 @@ def test_exported_lora_loads_with_diffusers_pipeline_loader(sd_run):
         base = tiny_sd(resolution=32, seed=0).unet.eval()(x, torch.tensor([500]), encoder_hidden_states=hidden).sample
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     assert (want - base).abs().max() > 1e-4  # the adapter changed the output, so the match is not trivial
+
+
+def test_report_shows_losses_and_evaluation_scores_of_generative_runs(tmp_path):
+    from loldu.report import main as report
+
+    params = {"adapter": 10, "trainable": 10}
+    lm, sd = tmp_path / "lm", tmp_path / "sd"
+    lm.mkdir()
+    sd.mkdir()
+    (lm / "metrics.json").write_text(
+        json.dumps(
+            {
+                "method": "loldu",
+                "params": params,
+                "test": {},
+                "val": {"val/loss": 2.5, "val/tokens": 9.0},
+                "val_before": {"val/loss": 3.0},
+            }
+        )
+    )
+    (lm / "benchmarks.json").write_text(json.dumps({"results": {"mmlu": {"acc": 0.4, "acc_stderr": 0.01}}}))
+    (sd / "metrics.json").write_text(json.dumps({"method": "loldu", "params": params, "train": {"train/loss": 0.7}}))
+    (sd / "concept_metrics.json").write_text(json.dumps({"dino": 0.5, "clip_i": 0.6, "clip_t": 0.2}))
+    report([str(tmp_path)])
+    header = (tmp_path / "report.md").read_text().splitlines()[0]
+    for column in ("val/loss", "val_before/loss", "bench/mmlu/acc", "train/loss", "concept/dino", "concept/clip_t"):
+        assert column in header, column
+    assert "stderr" not in header and "val/tokens" not in header
