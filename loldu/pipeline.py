@@ -11,7 +11,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from loldu.methods import apply_method, count_parameters, merge_method, save_adapter
+from loldu.methods import apply_method, count_parameters, save_adapter
+from loldu.runs import save_merged
 from loldu.tasks import CausalLMModule, ClassificationModule
 
 EXAMPLE_MODEL = {"text": "minilm", "image": "tiny_vit", "causal_lm": "smollm2", "diffusion": "tiny_sd"}
@@ -186,11 +187,7 @@ def _train_classification(cfg: DictConfig, out: Path) -> float | None:
     wall = time.perf_counter() - start
     save_adapter(model, out / "adapter")
     if cfg.save_merged:
-        merged = merge_method(model)
-        if hasattr(merged, "save_pretrained"):
-            merged.save_pretrained(out / "merged")
-            if bundle.tokenizer is not None:
-                bundle.tokenizer.save_pretrained(out / "merged")
+        save_merged(model, cfg.task.family, out / "merged", bundle.tokenizer)
     metrics = {
         "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
         "val": val,
@@ -234,7 +231,7 @@ def _train_causal_lm(cfg: DictConfig, out: Path) -> float | None:
     wall = time.perf_counter() - start
     save_adapter(model, out / "adapter")
     if cfg.save_merged:
-        save_merged_lm(model, bundle.tokenizer, out / "merged")
+        save_merged(model, cfg.task.family, out / "merged", bundle.tokenizer)
     metrics = {
         "test": {k: float(v) for k, v in (test[0] if test else {}).items()},
         "val": val,
@@ -253,31 +250,25 @@ def _train_causal_lm(cfg: DictConfig, out: Path) -> float | None:
     return val.get(cfg.task.monitor)
 
 
-def save_merged_lm(model, tokenizer, path: Path) -> Path:
-    """Merge the method into the base and save it with its tokenizer (loads with plain transformers)."""
-    merged = merge_method(model)
-    merged.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
 def _train_diffusion(cfg: DictConfig, out: Path) -> float | None:
     from loldu.data.dreambooth import generate_class_images
     from loldu.methods.export import save_as_diffusers_lora
+    from loldu.models.diffusion import check_prompt_length
     from loldu.tasks.diffusion import DiffusionModule
 
     bundle = instantiate(cfg.model.builder, _convert_="all")
     datamodule = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
     datamodule.check()  # folders, images and prompt lengths, before any model work
     samples = cfg.task.samples
-    if samples.prompts:
-        bundle.encode_prompts(list(samples.prompts))  # refuses prompts longer than the text encoder takes
-    if datamodule.with_prior_preservation and datamodule.class_images_missing() > 0:
+    for prompt in samples.prompts:  # refuses prompts longer than the text encoder takes
+        check_prompt_length(bundle.tokenizer, prompt, "task.samples.prompts entry")
+    missing = datamodule.class_images_missing() if datamodule.with_prior_preservation else 0
+    if missing > 0:
         generate_class_images(
             bundle.pipeline(),
             datamodule.class_dir,
             datamodule.class_prompt,
-            datamodule.class_images_missing(),
+            missing,
             seed=cfg.seed,
             resolution=bundle.resolution,
         )
@@ -306,7 +297,7 @@ def _train_diffusion(cfg: DictConfig, out: Path) -> float | None:
     if cfg.task.export_lora and cfg.method.name in ("loldu", "svfit"):
         save_as_diffusers_lora(unet, out / "lora")
     if cfg.save_merged:
-        merge_method(unet).save_pretrained(out / "merged" / "unet")
+        save_merged(unet, cfg.task.family, out / "merged")
     metrics = {
         "train": train,
         "steps": int(trainer.global_step),

@@ -45,6 +45,26 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
     return cfg, bundle, load_adapter(base, adapter)
 
 
+def save_merged(model: Any, family: str, path: str | Path, tokenizer: Any = None) -> Path | None:
+    """Merge the method into the base and ``save_pretrained`` the result: ``path`` (with the tokenizer), or
+    ``path/unet`` for a diffusion run's UNet. It loads with transformers/diffusers alone.
+
+    Returns:
+        ``path``, or None for a model without ``save_pretrained`` (e.g. a timm classifier).
+    """
+    path = Path(path)
+    merged = merge_method(model)
+    if not hasattr(merged, "save_pretrained"):
+        return None
+    if family == "diffusion":
+        merged.save_pretrained(path / "unet")
+        return path
+    merged.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
+    return path
+
+
 def ensure_merged(run_dir: str | Path) -> Path:
     """``run_dir/merged``: the run's model with the method merged in, written once (with the tokenizer).
 
@@ -55,11 +75,5 @@ def ensure_merged(run_dir: str | Path) -> Path:
     if (out / "config.json").is_file() or (out / "unet" / "config.json").is_file():
         return out
     cfg, bundle, model = load_run(run_dir)
-    merged = merge_method(model)
-    if cfg.task.family == "diffusion":
-        merged.save_pretrained(out / "unet")
-        return out
-    merged.save_pretrained(out)
-    if bundle.tokenizer is not None:
-        bundle.tokenizer.save_pretrained(out)
+    save_merged(model, cfg.task.family, out, bundle.tokenizer)
     return out

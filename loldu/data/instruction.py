@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .base import call_source, check_source_args, package_folder
 from .hub import load_hub_dataset
+from .module import split_loader
 
 IGNORE_INDEX = -100
 TEMPLATES = ("alpaca", "chat")
@@ -624,15 +625,7 @@ class InstructionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self._require_setup()
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            generator=self._generator if train else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=self.collator(),
-        )
+        return split_loader(self, split, train, self.collator())
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded generator; the order changes each epoch, reproducibly)."""

@@ -14,6 +14,20 @@ from .base import SPLITS, call_source, check_source_args
 from .splits import make_splits
 
 
+def split_loader(module: Any, split: str, train: bool, collate_fn: Callable | None) -> DataLoader:
+    """The DataLoader of one split of a set-up data module (``datasets``, ``batch_size``, ``eval_batch_size``,
+    ``num_workers`` and the seeded ``_generator``): shuffled with the generator for training, in order otherwise."""
+    return DataLoader(
+        module.datasets[split],
+        batch_size=module.batch_size if train else module.eval_batch_size,
+        shuffle=train,
+        generator=module._generator if train else None,
+        num_workers=module.num_workers,
+        persistent_workers=module.num_workers > 0,
+        collate_fn=collate_fn,
+    )
+
+
 class SplitDataModule(L.LightningDataModule):
     """Base class: loads ``source`` with ``source_args`` once in :meth:`setup`, makes seeded splits, serves loaders.
 
@@ -111,15 +125,7 @@ class SplitDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self._require_setup()
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            generator=self._generator if train else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=self._collate_fn(),
-        )
+        return split_loader(self, split, train, self._collate_fn())
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded generator; the order changes each epoch, reproducibly)."""

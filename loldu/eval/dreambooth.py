@@ -19,7 +19,9 @@ import torch
 from hydra.utils import instantiate
 
 from loldu.eval.concept import CLIP, DINO, concept_scores, load_encoders
+from loldu.models.diffusion import check_prompt_length
 from loldu.runs import load_config, load_run
+from loldu.tasks.diffusion import render
 
 
 def evaluate_run(
@@ -65,30 +67,24 @@ def evaluate_run(
     data = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
     data.check()
     references = data.instance_images()
-    bundle.encode_prompts(prompts)  # refuses prompts the text encoder cannot take, before generating
+    for prompt in prompts:  # refuses prompts the text encoder cannot take, before generating
+        check_prompt_length(bundle.tokenizer, prompt, "evaluation prompt")
     for part in (unet, bundle.vae, bundle.text_encoder):
         part.to(device).eval()
     pipe = bundle.pipeline(unet=unet.get_base_model() if hasattr(unet, "get_base_model") else unet)
+    seeds = list(range(images_per_prompt))
+    generated = render(pipe, prompts, seeds, inference_steps, guidance_scale, bundle.resolution, device)
     folder = run_dir / "eval"
     folder.mkdir(exist_ok=True)
-    generated, gen_prompts, names = [], [], {}
-    for i, prompt in enumerate(prompts):
-        for seed in range(images_per_prompt):
-            with torch.no_grad():
-                image = pipe(
-                    prompt,
-                    num_inference_steps=inference_steps,
-                    guidance_scale=guidance_scale,
-                    generator=torch.Generator(device=device).manual_seed(seed),
-                    height=bundle.resolution,
-                    width=bundle.resolution,
-                ).images[0]
-            name = f"p{i:02d}_s{seed:02d}.png"
-            image.save(folder / name)
-            text = " ".join(w for w in prompt.split() if w != strip_identifier) if strip_identifier else prompt
-            generated.append(image)
-            gen_prompts.append(text)
-            names[name] = text
+    gen_prompts, names = [], {}
+    for k, image in enumerate(generated):
+        i, seed = divmod(k, images_per_prompt)
+        name = f"p{i:02d}_s{seed:02d}.png"
+        image.save(folder / name)
+        prompt = prompts[i]
+        text = " ".join(w for w in prompt.split() if w != strip_identifier) if strip_identifier else prompt
+        gen_prompts.append(text)
+        names[name] = text
     (folder / "prompts.json").write_text(json.dumps(names, indent=2))
     scores = concept_scores(
         generated, references, gen_prompts, load_encoders(encoders, dino=dino, clip=clip, device=device)

@@ -15,7 +15,7 @@ from .builders import (
     tiny_image_classifier,
     tiny_text_classifier,
 )
-from .causal_lm import hf_causal_lm, load_tokenizer, tiny_causal_lm
+from .causal_lm import hf_causal_lm, load_tokenizer, smollm2_tokenizer, tiny_causal_lm
 
 __all__ = [
     "ModelBundle",
@@ -24,6 +24,7 @@ __all__ = [
     "hf_text_classifier",
     "load_tokenizer",
     "offline_package_path",
+    "smollm2_tokenizer",
     "timm_classifier",
     "tiny_causal_lm",
     "tiny_image_classifier",

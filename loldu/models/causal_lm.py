@@ -40,6 +40,11 @@ def load_tokenizer(where: str, gguf_file: str | None = None):
     return tokenizer
 
 
+def smollm2_tokenizer():
+    """SmolLM2's tokenizer (vocabulary 49,152, chat template), from its installed package: works offline."""
+    return load_tokenizer(str(offline_package_path(SMOLLM2_PACKAGE)), SMOLLM2_GGUF)
+
+
 def hf_causal_lm(
     name_or_path: str | None = None,
     package: str | None = None,
@@ -81,7 +86,7 @@ def tiny_causal_lm(
     """A small random LLaMA with SmolLM2's offline tokenizer (vocabulary 49,152), for tests."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = load_tokenizer(str(offline_package_path(SMOLLM2_PACKAGE)), SMOLLM2_GGUF)
+    tokenizer = smollm2_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

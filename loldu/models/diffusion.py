@@ -52,6 +52,20 @@ def prompt_token_count(tokenizer: Any, prompt: str) -> int:
     return len(tokenizer(prompt, truncation=False, add_special_tokens=True, verbose=False)["input_ids"])
 
 
+def prompt_ids(tokenizer: Any, prompts: str | list[str]) -> torch.Tensor:
+    """Token ids padded to ``tokenizer.model_max_length`` and never truncated, int64 of shape (N, max_length).
+
+    Args:
+        tokenizer: The text encoder's tokenizer.
+        prompts: One prompt or a list.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    tokens = tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=False, return_tensors="pt"
+    )
+    return tokens.input_ids.to(torch.int64)
+
+
 def check_prompt_length(tokenizer: Any, prompt: str, what: str = "prompt") -> int:
     """Refuses a prompt the text encoder cannot take whole (CLIP is never asked to truncate it silently).
 
@@ -120,16 +134,9 @@ class DiffusionBundle:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         for prompt in prompts:
             check_prompt_length(self.tokenizer, prompt)
-        tokens = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=False,
-            return_tensors="pt",
-        )
         device = next(self.text_encoder.parameters()).device
         with torch.no_grad():
-            return self.text_encoder(tokens.input_ids.to(device))[0]
+            return self.text_encoder(prompt_ids(self.tokenizer, prompts).to(device))[0]
 
     def pipeline(self, unet: nn.Module | None = None, scheduler: str = "ddim") -> Any:
         """A ``StableDiffusionPipeline`` for sampling, sharing this bundle's modules (nothing is copied).

@@ -74,7 +74,7 @@ class CausalLMModule(FineTuneModule):
         self.add_special_tokens = bool(add_special_tokens)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.save_hyperparameters(ignore=["model", "tokenizer", "generation_examples"])
-        self._sums: dict[str, list[torch.Tensor]] = {}
+        self._sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # stage -> (summed loss, tokens)
         self.last_generations: list[dict] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -90,11 +90,11 @@ class CausalLMModule(FineTuneModule):
     # -- evaluation ---------------------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
         total, count = masked_lm_loss(self(batch), batch["labels"])
-        sums = self._sums.setdefault(stage, [torch.zeros((), dtype=torch.float64, device=self.device)] * 2)
-        self._sums[stage] = [sums[0] + total.double(), sums[1] + count.double()]
+        total_so_far, count_so_far = self._sums.get(stage, (0.0, 0.0))
+        self._sums[stage] = (total_so_far + total.double(), count_so_far + count.double())
 
     def _eval_end(self, stage: str) -> None:
-        total, count = self._sums.pop(stage, [torch.zeros(()), torch.zeros(())])
+        total, count = self._sums.pop(stage, (torch.zeros(()), torch.zeros(())))
         if count.item() == 0:
             raise RuntimeError(f"no supervised tokens in the {stage} split: check the data's cutoff_len")
         loss = (total / count).float()

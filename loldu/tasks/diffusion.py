@@ -33,6 +33,45 @@ def image_grid(images: list, rows: int, cols: int, labels: list[str] | None = No
     return grid
 
 
+@torch.no_grad()
+def render(
+    pipe: Any,
+    prompts: list[str],
+    seeds: list[int],
+    inference_steps: int,
+    guidance_scale: float,
+    resolution: int,
+    device: torch.device | str,
+) -> list:
+    """One PIL image per (prompt, seed), prompt-major; the global random state is left as it was.
+
+    Args:
+        pipe: a diffusers text-to-image pipeline.
+        prompts: the prompts.
+        seeds: one image per seed for every prompt.
+        inference_steps: sampler steps.
+        guidance_scale: classifier-free guidance scale.
+        resolution: image side in pixels.
+        device: where the pipeline runs (seeds its generators).
+    """
+    device = torch.device(device)
+    images = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for prompt in prompts:
+            for seed in seeds:
+                out = pipe(
+                    prompt,
+                    num_inference_steps=inference_steps,
+                    guidance_scale=guidance_scale,
+                    generator=torch.Generator(device=device).manual_seed(seed),
+                    height=resolution,
+                    width=resolution,
+                    output_type="pil",
+                )
+                images.append(out.images[0])
+    return images
+
+
 class DiffusionModule(FineTuneModule):
     """Fine-tunes a Stable Diffusion UNet on instance (and optional class) images.
 
@@ -138,22 +177,16 @@ class DiffusionModule(FineTuneModule):
         self.model.eval()
         unet = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         pipe = self.bundle.pipeline(unet=unet, scheduler=self.sampler)
-        images = []
         try:
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                for prompt in self.sample_prompts:
-                    for seed in self.sample_seeds:
-                        gen = torch.Generator(device=self.device).manual_seed(seed)
-                        out = pipe(
-                            prompt,
-                            num_inference_steps=self.sample_inference_steps,
-                            guidance_scale=self.guidance_scale,
-                            generator=gen,
-                            height=self.bundle.resolution,
-                            width=self.bundle.resolution,
-                            output_type="pil",
-                        )
-                        images.append(out.images[0])
+            images = render(
+                pipe,
+                self.sample_prompts,
+                self.sample_seeds,
+                self.sample_inference_steps,
+                self.guidance_scale,
+                self.bundle.resolution,
+                self.device,
+            )
         finally:
             self.model.train(was_training)
         self.sampled[step] = images
