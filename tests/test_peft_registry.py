@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 
+import pytest
 import torch
 from conftest import TinyMLP
 from peft import PeftConfig, PeftModel, get_peft_model
@@ -12,9 +13,8 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPIN
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils.peft_types import PeftType
 
-import loldu
 from loldu.methods import LoLDUConfig, LoLDUModel, SVFitConfig, SVFitModel
-from loldu.methods.peft_registry import PEFT_VERSION_TESTED
+from loldu.methods.peft_registry import PEFT_VERSION_TESTED, peft_type, register_with_peft
 
 
 def test_peft_is_the_pinned_version():
@@ -29,8 +29,31 @@ def test_methods_are_registered_as_peft_types():
     assert PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.LOLDU] is LoLDUConfig
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.SVFIT] is SVFitModel
     assert PEFT_TYPE_TO_PREFIX_MAPPING[PeftType.LOLDU] == "loldu_"
-    loldu.methods.peft_registry.register()  # idempotent
+    register_with_peft(PeftType.LOLDU, LoLDUConfig, LoLDUModel)  # idempotent
     assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.LOLDU] is LoLDUModel
+
+
+def test_peft_type_adds_a_real_enum_member_once():
+    # The one place that relies on the private layout of PEFT's str-enum.
+    member = peft_type("LOLDU_TEST_ONLY")
+    try:
+        assert peft_type("LOLDU_TEST_ONLY") is member is PeftType("LOLDU_TEST_ONLY") is PeftType.LOLDU_TEST_ONLY
+        assert isinstance(member, PeftType) and member == "LOLDU_TEST_ONLY" and member.name == "LOLDU_TEST_ONLY"
+        assert member in list(PeftType) and "LOLDU_TEST_ONLY" in PeftType.__members__
+    finally:  # leave PEFT's enum as the package has it
+        del PeftType._member_map_["LOLDU_TEST_ONLY"], PeftType._value2member_map_["LOLDU_TEST_ONLY"]
+        PeftType._member_names_.remove("LOLDU_TEST_ONLY")
+        type.__delattr__(PeftType, "LOLDU_TEST_ONLY")
+    with pytest.raises(ValueError, match="upper case"):
+        peft_type("loldu")
+
+
+def test_registering_another_model_under_a_taken_type_is_refused():
+    class Other(LoLDUModel):
+        pass
+
+    with pytest.raises(KeyError, match="already"):
+        register_with_peft(PeftType.LOLDU, LoLDUConfig, Other)
 
 
 def test_private_hooks_we_override_still_exist():
@@ -89,7 +112,6 @@ def test_saved_file_holds_only_small_tensors(tmp_path):
 def test_peft_merge_fails_for_vera_with_a_kept_roberta_head_and_ours_does_not():
     # Known PEFT 0.21.2 limitation that merge_method works around; if this starts
     # passing in PEFT, merge_method can defer to merge_and_unload for VeRA/FourierFT.
-    import pytest
     from conftest import build, output
 
     from loldu.methods import apply_method, merge_method

@@ -1,13 +1,13 @@
 """The method library: LoLDU and SVFit adapters, PEFT baselines, one entry point.
 
 Plain PyTorch + PEFT; no Lightning, Hydra, OmegaConf or W&B imports here.
-Importing this package registers LoLDU and SVFit with PEFT, so
-``peft.get_peft_model(model, LoLDUConfig(...))`` works.
+Each method registers itself when its module is imported (below): LoLDU and
+SVFit with PEFT, so ``peft.get_peft_model(model, LoLDUConfig(...))`` works, and
+every method in :data:`METHODS`, the table :func:`apply_method` reads.
 """
 
-from . import peft_registry
+from . import loldu, svfit  # noqa: F401  (importing a method registers it; .apply imports the baselines)
 from .apply import (
-    METHODS,
     MethodSpec,
     apply_method,
     check_targets,
@@ -19,9 +19,9 @@ from .decompose import Factors, fingerprint, lu_factors, svd_factors
 from .export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
 from .io import load_adapter, merge_method, save_adapter
 from .loldu import LoLDUConfig, LoLDULayer, LoLDUModel
+from .registry import METHODS, MethodEntry, get_method, register_method
+from .state import adapter_state_dict
 from .svfit import SVFitConfig, SVFitLayer, SVFitModel
-
-peft_registry.register()
 
 __all__ = [
     "METHODS",
@@ -29,20 +29,24 @@ __all__ = [
     "LoLDUConfig",
     "LoLDULayer",
     "LoLDUModel",
+    "MethodEntry",
     "MethodSpec",
     "SVFitConfig",
     "SVFitLayer",
     "SVFitModel",
+    "adapter_state_dict",
     "apply_method",
     "check_targets",
     "count_parameters",
     "diagonal_to_lora",
     "fingerprint",
     "frozen_buffer_count",
+    "get_method",
     "load_adapter",
     "lu_factors",
     "merge_method",
     "optimizer_param_groups",
+    "register_method",
     "save_adapter",
     "save_as_diffusers_lora",
     "save_as_peft_lora",

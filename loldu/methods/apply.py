@@ -1,9 +1,10 @@
 """One entry point for every method the framework offers, and parameter counts.
 
-``apply_method(model, spec)`` turns a plain model into a fine-tunable one:
-LoLDU and SVFit (this package), LoRA, PiSSA, VeRA and FourierFT (PEFT), BitFit,
-full fine-tuning and linear probing. ``count_parameters`` reports adapter
-parameters and trainable parameters including heads separately.
+``apply_method(model, spec)`` turns a plain model into a fine-tunable one with
+any method of the table in :mod:`.registry`: LoLDU and SVFit (this package),
+LoRA, PiSSA, VeRA and FourierFT (PEFT), BitFit, full fine-tuning and linear
+probing. ``count_parameters`` reports adapter parameters and trainable
+parameters including heads separately.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 
-from peft import FourierFTConfig, LoraConfig, VeraConfig, get_peft_model
+from peft import get_peft_model
 from torch import nn
 
-from .loldu import LoLDUConfig
-from .svfit import SVFitConfig
-
-PEFT_METHODS = ("loldu", "svfit", "lora", "pissa", "vera", "fourierft")
-PLAIN_METHODS = ("bitfit", "full", "linear_probe")
-METHODS = PEFT_METHODS + PLAIN_METHODS
-DIAGONAL_PARAM_SUFFIXES = ("loldu_z", "loldu_sigma", "svfit_z", "svfit_sigma")
+from .baselines import in_head as _in_head
+from .diagonal import DiagonalLayer
+from .registry import get_method
 
 
 @dataclass
@@ -28,14 +25,15 @@ class MethodSpec:
     """What to apply.
 
     Attributes:
-        name: one of :data:`METHODS`.
+        name: one of :data:`METHODS` (the registered methods).
         r: rank (loldu, svfit, lora, pissa, vera) or number of frequencies (fourierft).
+            None: the default of the method's config class.
         alpha: scale numerator (loldu/svfit sigma0 = alpha/r; lora/pissa lora_alpha;
             fourierft scaling). None: the method's default (alpha = r for loldu/svfit/lora/pissa).
         target_modules: modules to adapt; None: the model family's default.
         head_modules: modules trained in full and counted as head, e.g. ["classifier"].
-        options: further keyword arguments for the method's PEFT config
-            (e.g. ``{"init": "normal"}`` for loldu).
+        options: further fields of the method's PEFT config (e.g. ``{"init": "normal"}`` for
+            loldu); a None value means the config class's default.
     """
 
     name: str = "loldu"
@@ -85,41 +83,26 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
         ValueError: unknown method, bad rank, unmatched targets or heads.
     """
     spec = spec if isinstance(spec, MethodSpec) else MethodSpec.from_mapping(spec)
-    if spec.name not in METHODS:
-        raise ValueError(f"unknown method {spec.name!r}; choose one of {', '.join(METHODS)}")
+    entry = get_method(spec.name)
     base_params = sum(p.numel() for p in model.parameters())
     _check_heads(model, spec.head_modules)
     info = MethodInfo(spec=spec, base_params=base_params)
-    if spec.name in PLAIN_METHODS:
-        _set_plain_trainable(model, spec)
-        result = model
-    else:
-        config = _peft_config(model, spec)
+    if entry.is_peft:
+        if spec.target_modules is not None:
+            check_targets(model, spec.target_modules)
+        config = entry.peft_config(
+            spec.r,
+            spec.alpha,
+            spec.options,
+            target_modules=spec.target_modules,
+            modules_to_save=spec.head_modules or None,
+        )
         result = get_peft_model(model, config)
+    else:
+        _set_plain_trainable(model, spec, entry)
+        result = model
     result.loldu_method = info
     return result
-
-
-def _peft_config(model: nn.Module, spec: MethodSpec):
-    targets = spec.target_modules
-    if targets is not None:
-        check_targets(model, targets)
-    common = {"target_modules": targets, "modules_to_save": spec.head_modules or None}
-    opts = dict(spec.options)
-    r = spec.r
-    if spec.name in ("loldu", "svfit"):
-        cls = LoLDUConfig if spec.name == "loldu" else SVFitConfig
-        return cls(r=r if r is not None else 64, alpha=spec.alpha, **common, **opts)
-    if spec.name in ("lora", "pissa"):
-        r = r if r is not None else 8
-        if spec.name == "pissa":
-            opts.setdefault("init_lora_weights", "pissa")
-        return LoraConfig(r=r, lora_alpha=spec.alpha if spec.alpha is not None else r, **common, **opts)
-    if spec.name == "vera":
-        return VeraConfig(r=r if r is not None else 256, **common, **opts)
-    if spec.alpha is not None:
-        opts.setdefault("scaling", spec.alpha)
-    return FourierFTConfig(n_frequency=r if r is not None else 1000, **common, **opts)
 
 
 def _module_matches(name: str, pattern: str) -> bool:
@@ -152,24 +135,13 @@ def _check_heads(model: nn.Module, heads) -> None:
         raise ValueError(f"head modules {missing} are not in {type(model).__name__}; top-level modules: {top}")
 
 
-def _in_head(param_name: str, heads) -> bool:
-    dotted = f".{param_name}."
-    return any(f".{h}." in dotted for h in heads)
-
-
-def _set_plain_trainable(model: nn.Module, spec: MethodSpec) -> None:
-    if spec.name == "linear_probe" and not spec.head_modules:
-        raise ValueError("linear_probe trains the head only: set head_modules (e.g. ['classifier'])")
-    if spec.name == "bitfit" and not any(n.endswith("bias") for n, _ in model.named_parameters()):
-        raise ValueError(f"bitfit trains biases, and {type(model).__name__} has no bias parameters")
+def _set_plain_trainable(model: nn.Module, spec: MethodSpec, entry) -> None:
+    if spec.r is not None or spec.alpha is not None or spec.options:
+        raise ValueError(f"{spec.name} takes no rank, alpha or options; leave them unset (null)")
+    if entry.check is not None:
+        entry.check(model, spec)
     for name, p in model.named_parameters():
-        if spec.name == "full":
-            train = True
-        elif spec.name == "bitfit":
-            train = name.endswith("bias") or _in_head(name, spec.head_modules)
-        else:  # linear_probe
-            train = _in_head(name, spec.head_modules)
-        p.requires_grad_(train)
+        p.requires_grad_(entry.trainable(name, spec))
 
 
 def count_parameters(model: nn.Module) -> dict[str, int | float]:
@@ -207,16 +179,26 @@ def optimizer_param_groups(model: nn.Module, weight_decay: float, decay_diagonal
     LoLDU/SVFit's z and sigma get no weight decay unless ``decay_diagonal``:
     at full rank, decaying z shrinks the whole adapted matrix.
     """
+    diagonal = {id(p) for p in _diagonal_params(model)}
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue
-        diag = any(f".{s}." in f".{name}." for s in DIAGONAL_PARAM_SUFFIXES)
-        (no_decay if diag and not decay_diagonal else decay).append(p)
+        (no_decay if id(p) in diagonal and not decay_diagonal else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
     return groups
+
+
+def _diagonal_layers(model: nn.Module):
+    return (m for m in model.modules() if isinstance(m, DiagonalLayer))
+
+
+def _diagonal_params(model: nn.Module):
+    for layer in _diagonal_layers(model):
+        for attr in layer.adapter_layer_names:
+            yield from getattr(layer, attr).parameters()
 
 
 def spec_dict(spec: MethodSpec) -> dict:
@@ -225,9 +207,10 @@ def spec_dict(spec: MethodSpec) -> dict:
 
 
 def frozen_buffer_count(model: nn.Module) -> int:
-    """Number of values in the frozen LoLDU/SVFit factor buffers (left and right)."""
+    """Number of values in the frozen factor buffers (left and right) of LoLDU/SVFit-style layers."""
     return sum(
         b.numel()
-        for name, b in model.named_buffers()
-        if any(f".{p}_{k}." in f".{name}." for p in ("loldu", "svfit") for k in ("left", "right"))
+        for layer in _diagonal_layers(model)
+        for role in ("left", "right")
+        for b in getattr(layer, layer.prefix + role).buffers()
     )

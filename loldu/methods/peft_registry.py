@@ -1,11 +1,13 @@
-"""Registers LoLDU and SVFit as PEFT method types.
+"""Makes methods of this package known to PEFT: a leaf module that imports nothing of ours.
 
 PEFT (pinned in pyproject.toml) has no public way for an outside package to add
 a method: ``register_peft_method`` accepts only names already in its
-``PeftType`` enum. We add the two members to that enum, then call the public
-registration. Everything version-specific is in this module, and
-``tests/test_peft_registry.py`` checks each assumption so that a PEFT upgrade
-fails loudly there rather than silently elsewhere.
+``PeftType`` enum. :func:`peft_type` adds a member to that enum (the only code
+that relies on the enum's private layout); :func:`register_with_peft` then calls
+the public registration. Each method package does both for itself (its
+``config.py`` names its type, its ``__init__`` registers it), so this module
+knows no method. ``tests/test_peft_registry.py`` checks each assumption so that
+a PEFT upgrade fails loudly there rather than silently elsewhere.
 """
 
 from __future__ import annotations
@@ -15,8 +17,20 @@ from peft.utils.peft_types import PeftType, register_peft_method
 PEFT_VERSION_TESTED = "0.21.2"
 
 
-def _add_peft_type(name: str) -> PeftType:
-    """Add ``name`` to PEFT's ``PeftType`` str-enum (idempotent)."""
+def peft_type(name: str) -> PeftType:
+    """The ``PeftType`` member called ``name``, added to PEFT's str-enum when missing (idempotent).
+
+    Args:
+        name: Upper-case method name, e.g. ``"LOLDU"``.
+
+    Returns:
+        The member; ``PeftType(name)`` and ``PeftType.<name>`` return it afterwards.
+
+    Raises:
+        ValueError: ``name`` is not upper case (PEFT derives the lower-case method name from it).
+    """
+    if not name.isupper():
+        raise ValueError(f"PEFT type names are upper case (e.g. 'LOLDU'), got {name!r}")
     if name in PeftType.__members__:
         return PeftType[name]
     member = str.__new__(PeftType, name)
@@ -31,17 +45,16 @@ def _add_peft_type(name: str) -> PeftType:
     return member
 
 
-LOLDU = _add_peft_type("LOLDU")
-SVFIT = _add_peft_type("SVFIT")
+def register_with_peft(member: PeftType, config_cls: type, model_cls: type) -> None:
+    """Make ``get_peft_model`` / ``PeftModel.from_pretrained`` know a method (idempotent).
 
-
-def register() -> None:
-    """Make ``get_peft_model`` / ``PeftModel.from_pretrained`` know both methods (idempotent)."""
+    Args:
+        member: The method's type, from :func:`peft_type`.
+        config_cls: Its ``PeftConfig`` subclass.
+        model_cls: Its ``BaseTuner`` subclass; its ``prefix`` must be ``"<name in lower case>_"``.
+    """
     from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 
-    from .loldu import LoLDUConfig, LoLDUModel
-    from .svfit import SVFitConfig, SVFitModel
-
-    for peft_type, config_cls, model_cls in ((LOLDU, LoLDUConfig, LoLDUModel), (SVFIT, SVFitConfig, SVFitModel)):
-        if peft_type not in PEFT_TYPE_TO_TUNER_MAPPING:
-            register_peft_method(name=peft_type.value.lower(), config_cls=config_cls, model_cls=model_cls)
+    if PEFT_TYPE_TO_TUNER_MAPPING.get(member) is model_cls:
+        return
+    register_peft_method(name=member.value.lower(), config_cls=config_cls, model_cls=model_cls)

@@ -11,7 +11,7 @@ import time
 import lightning as L
 import torch
 
-from loldu.methods import count_parameters, optimizer_param_groups
+from loldu.methods import adapter_state_dict, count_parameters, optimizer_param_groups
 
 SCHEDULERS = ("linear", "constant")
 
@@ -31,9 +31,6 @@ class FineTuneModule(L.LightningModule):
         warmup_ratio: warmup as a fraction of all steps (used when ``warmup_steps`` is 0).
         warmup_steps: warmup steps (overrides ``warmup_ratio``).
     """
-
-    # buffer names of adapters that a checkpoint must keep (z0/ref, pivots, fingerprints...)
-    ADAPTER_MARKERS = ("loldu_", "svfit_", "lora_", "vera_", "fourierft_")
 
     def __init__(
         self,
@@ -71,12 +68,10 @@ class FineTuneModule(L.LightningModule):
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {
-            k: v
-            for k, v in checkpoint["state_dict"].items()
-            if k in trainable or any(marker in k for marker in self.ADAPTER_MARKERS)
-        }
+        # what the method declares as its adapter state (z0/ref, pivots, fingerprints, shared projections...)
+        keep = {f"model.{k}" for k in adapter_state_dict(self.model)}
+        keep |= {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
     # -- performance logging ---------------------------------------------------------------------------------
     def on_train_batch_start(self, batch, batch_idx) -> None:

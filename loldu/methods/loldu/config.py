@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..base_config import DiagonalConfig
+from ..peft_registry import peft_type
+
+LOLDU = peft_type("LOLDU")
 
 
 @dataclass
@@ -29,8 +32,6 @@ class LoLDUConfig(DiagonalConfig):
     )
 
     def __post_init__(self):
-        from ..peft_registry import LOLDU
-
         self.peft_type = LOLDU
         super().__post_init__()
         if self.decompose_dtype not in ("float32", "float64"):

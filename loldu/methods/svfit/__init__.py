@@ -1,7 +1,16 @@
-"""SVFit: train the top-r singular values of each frozen weight."""
+"""SVFit: train the top-r singular values of each frozen weight.
 
-from .config import SVFitConfig
+Importing this package registers the method with PEFT (``peft.get_peft_model(model, SVFitConfig(...))``) and in
+the method table of :func:`loldu.methods.apply_method` (``name="svfit"``).
+"""
+
+from ..peft_registry import register_with_peft
+from ..registry import MethodEntry, register_method
+from .config import SVFIT, SVFitConfig
 from .layer import SVFitLayer
 from .model import SVFitModel
 
-__all__ = ["SVFitConfig", "SVFitLayer", "SVFitModel"]
+register_with_peft(SVFIT, SVFitConfig, SVFitModel)
+METHOD = register_method(MethodEntry("svfit", SVFitConfig, alpha_field="alpha"))
+
+__all__ = ["METHOD", "SVFIT", "SVFitConfig", "SVFitLayer", "SVFitModel"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..base_config import DiagonalConfig
+from ..peft_registry import peft_type
+
+SVFIT = peft_type("SVFIT")
 
 
 @dataclass
@@ -24,8 +27,6 @@ class SVFitConfig(DiagonalConfig):
     svd_seed: int = field(default=0, metadata={"help": "Seed of the randomized SVD (so a reload repeats it)."})
 
     def __post_init__(self):
-        from ..peft_registry import SVFIT
-
         self.peft_type = SVFIT
         super().__post_init__()
         if self.svd not in ("full", "lowrank"):
