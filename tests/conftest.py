@@ -1,4 +1,4 @@
-"""Tiny models built from configs (no downloads) shared by the tests."""
+"""Tiny models (from :mod:`loldu.models.tiny`, their one home) with inputs, and fixtures shared by the tests."""
 
 from __future__ import annotations
 
@@ -6,86 +6,16 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before anything imports huggingface_hub
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+from loldu.models.tiny import TinyMLP, tiny_bert, tiny_llama, tiny_roberta, tiny_unet, tiny_vit  # noqa: E402
 
-class TinyMLP(nn.Module):
-    """Two linear layers and a head, for fast method-level checks."""
-
-    def __init__(self, dim: int = 12, out: int = 3):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, 16)
-        self.fc2 = nn.Linear(16, dim)
-        self.classifier = nn.Linear(dim, out)
-
-    def forward(self, x):
-        return self.classifier(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+__all__ = ["MODELS", "TinyMLP", "build", "output", "tiny_bert", "tiny_llama", "tiny_roberta", "tiny_unet", "tiny_vit"]
 
 
-def tiny_bert():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    cfg = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        vocab_size=99,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    return BertForSequenceClassification(cfg)
-
-
-def tiny_roberta():
-    from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    cfg = RobertaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        vocab_size=99,
-        max_position_embeddings=70,
-        num_labels=2,
-    )
-    return RobertaForSequenceClassification(cfg)
-
-
-def tiny_vit():
-    from transformers import ViTConfig, ViTForImageClassification
-
-    cfg = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=48,
-        image_size=16,
-        patch_size=4,
-        num_labels=5,
-    )
-    return ViTForImageClassification(cfg)
-
-
-def tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=48,
-        vocab_size=99,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg)
-
-
-# name -> (builder, targets, head modules, input maker, output getter)
+# name -> (builder, targets, head modules, input maker)
 def _text_inputs(gen):
     return {"input_ids": torch.randint(3, 99, (2, 9), generator=gen)}
 

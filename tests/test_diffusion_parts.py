@@ -12,7 +12,7 @@ from PIL import Image
 from loldu.data.dreambooth import DreamBoothDataModule, generate_class_images
 from loldu.eval.concept import concept_scores, load_encoders
 from loldu.eval.concept import main as concept_main
-from loldu.models.diffusion import tiny_clip_tokenizer, tiny_sd
+from loldu.models.tiny import tiny_clip_tokenizer, tiny_sd
 
 RES = 16
 PROMPT = "a photo of sks dog"

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama
+from conftest import tiny_bert, tiny_llama, tiny_unet
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
@@ -150,23 +150,6 @@ def test_export_refusals(tmp_path):
 
 
 # -- diffusers ------------------------------------------------------------------------
-def _tiny_unet():
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
-
-
 def _unet_inputs():
     gen = torch.Generator().manual_seed(2)
     return torch.randn(2, 4, 8, 8, generator=gen), torch.tensor([3, 500]), torch.randn(2, 5, 32, generator=gen)
@@ -180,7 +163,7 @@ def _denoise(unet, inputs):
 
 @pytest.fixture(scope="module")
 def adapted_unet():
-    model, weights = _adapted(_tiny_unet, {"name": "loldu", "r": 8, "target_modules": UNET_TARGETS})
+    model, weights = _adapted(tiny_unet, {"name": "loldu", "r": 8, "target_modules": UNET_TARGETS})
     inputs = _unet_inputs()
     return model, weights, inputs, _denoise(model, inputs)
 
@@ -201,21 +184,21 @@ def test_diffusers_lora_export_loads_in_plain_diffusers(tmp_path, adapted_unet):
     assert sorted(meta["unet.target_modules"]) == sorted(UNET_TARGETS)
 
     # The model-level loader, as the brief's users call it.
-    unet = _fresh(_tiny_unet, weights)
+    unet = _fresh(tiny_unet, weights)
     assert not torch.allclose(_denoise(unet, inputs), expected, atol=1e-3)
     unet.load_lora_adapter(str(out), weight_name=name, prefix="unet")
     assert any(isinstance(m, BaseTunerLayer) for m in unet.modules())
     torch.testing.assert_close(_denoise(unet, inputs), expected, atol=1e-5, rtol=1e-5)
 
     # The pipeline's loader (load_lora_weights = lora_state_dict + load_lora_into_unet for the UNet part).
-    unet = _fresh(_tiny_unet, weights)
+    unet = _fresh(tiny_unet, weights)
     state, alphas, metadata = StableDiffusionPipeline.lora_state_dict(str(out), return_lora_metadata=True)
     assert alphas is None and all("lora" in k for k in state)
     StableDiffusionPipeline.load_lora_into_unet(state, alphas, unet=unet, metadata=metadata)
     torch.testing.assert_close(_denoise(unet, inputs), expected, atol=1e-5, rtol=1e-5)
 
     # Without the metadata diffusers infers lora_alpha = r from the shapes: still scale 1, still exact.
-    unet = _fresh(_tiny_unet, weights)
+    unet = _fresh(tiny_unet, weights)
     unet.load_lora_adapter(tensors, prefix="unet")
     torch.testing.assert_close(_denoise(unet, inputs), expected, atol=1e-5, rtol=1e-5)
 

@@ -200,7 +200,7 @@ def test_benchmark_command_on_the_finished_lm_run(lm_run):
 
 
 def test_exported_lora_loads_with_diffusers_pipeline_loader(sd_run):
-    from loldu.models.diffusion import tiny_sd
+    from loldu.models.tiny import tiny_sd
 
     out, _ = sd_run
     _, bundle, unet = load_run(out)

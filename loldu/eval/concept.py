@@ -213,7 +213,7 @@ def _pretrained(dino: str, clip: str, device: str) -> Encoders:
 def _tiny(dino: str, device: str, seed: int) -> Encoders:
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, Dinov2Config, Dinov2Model, ViTConfig, ViTModel
 
-    from ..models.diffusion import tiny_clip_text_config, tiny_clip_tokenizer
+    from ..models.tiny import tiny_clip_text_config, tiny_clip_tokenizer
 
     size, max_tokens = TINY_IMAGE_SIZE, 32
     vision = {

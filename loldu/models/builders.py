@@ -1,4 +1,4 @@
-"""Builders for text and image classifiers (see the package docstring)."""
+"""Builders for text and image classifiers (see the package docstring; the tiny ones are in :mod:`.tiny`)."""
 
 from __future__ import annotations
 
@@ -88,43 +88,6 @@ def hf_text_classifier(
     return ModelBundle(model=model, family="text", tokenizer=tokenizer)
 
 
-def tiny_text_classifier(
-    num_labels: int, arch: str = "bert", hidden_size: int = 32, layers: int = 2, heads: int = 4, seed: int = 0
-) -> ModelBundle:
-    """A small random BERT/RoBERTa classifier with MiniLM's (offline) tokenizer, for tests."""
-    from transformers import (
-        AutoTokenizer,
-        BertConfig,
-        BertForSequenceClassification,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(str(offline_package_path(MINILM_PACKAGE, "model")))
-    classes = {
-        "bert": (BertConfig, BertForSequenceClassification),
-        "roberta": (RobertaConfig, RobertaForSequenceClassification),
-    }
-    if arch not in classes:
-        raise ValueError(f"tiny text arch must be one of {sorted(classes)}, got {arch!r}")
-    config_cls, model_cls = classes[arch]
-    config = config_cls(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden_size,
-        max_position_embeddings=520,
-        num_labels=num_labels,
-        problem_type=_problem_type(num_labels),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = model_cls(config)
-    return ModelBundle(model=model, family="text", tokenizer=tokenizer)
-
-
 def hf_image_classifier(num_labels: int, name_or_path: str, dtype: str | None = None) -> ModelBundle:
     """A transformers image classifier (e.g. ViT) with a new head."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
@@ -144,33 +107,6 @@ def hf_image_classifier(num_labels: int, name_or_path: str, dtype: str | None = 
         mean=list(getattr(processor, "image_mean", [0.5] * 3)),
         std=list(getattr(processor, "image_std", [0.5] * 3)),
     )
-
-
-def tiny_image_classifier(
-    num_labels: int,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 32,
-    layers: int = 2,
-    heads: int = 4,
-    seed: int = 0,
-) -> ModelBundle:
-    """A small random ViT classifier, for tests."""
-    from transformers import ViTConfig, ViTForImageClassification
-
-    config = ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden_size,
-        num_labels=num_labels,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = ViTForImageClassification(config)
-    return ModelBundle(model=model, family="image", image_size=image_size)
 
 
 class TimmClassifier(nn.Module):

