@@ -9,7 +9,7 @@ import torch
 from conftest import MODELS, build, output
 from peft import PeftModel
 
-from loldu.methods import apply_method, count_parameters, load_adapter, merge_method, save_adapter
+from loldu.methods import METHODS, apply_method, count_parameters, load_adapter, merge_method, save_adapter
 
 # method -> (spec fields for hidden size 32, output equals the base at init?)
 METHOD_TABLE = {
@@ -24,6 +24,11 @@ METHOD_TABLE = {
     "full": ({}, True),
     "linear_probe": ({}, True),
 }
+
+
+def test_table_covers_every_registered_method():
+    # A newly registered method gets the whole contract below once it has a row here.
+    assert {m.replace("_full", "") for m in METHOD_TABLE} == set(METHODS)
 
 
 def _spec(method, targets, heads):
