@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import loldu.config  # noqa: F401
-from loldu.pipeline import check_config
+from loldu.config import check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Values the user must give (???) for the generic tasks.

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import loldu.config  # noqa: F401
-from loldu.pipeline import train
+from loldu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
