@@ -4,7 +4,6 @@ what training changes.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -81,7 +80,7 @@ class FineTuneModule(L.LightningModule):
             "warmup_ratio": float(warmup_ratio),
             "warmup_steps": int(warmup_steps),
         }
-        self.optimizer_factory = optimizer or functools.partial(torch.optim.AdamW)
+        self.optimizer_factory = optimizer or torch.optim.AdamW
         self.strict_loading = False
 
     # -- parameters and checkpoints ------------------------------------------------------------------------
