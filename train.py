@@ -1,14 +1,18 @@
-"""One run: python train.py model=<m> task=<t> method=<x> rank=<r> lr=<lr> seed=<s> (see conf/train.yaml)."""
+"""One run: python train.py model=<m> task=<t> method=<x> rank=<r> lr=<lr> seed=<s> (see conf/train.yaml).
+
+Composing the config (``--cfg job``, ``--help``) imports no torch: the training code is imported inside ``main``.
+"""
 
 import hydra
 from omegaconf import DictConfig
 
-import loldu.config  # noqa: F401  (registers the ${pick:...} resolver)
-from loldu.pipeline import train
+import loldu.config  # noqa: F401  (registers the resolvers conf/ uses)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from loldu.train import train
+
     return train(cfg)
 
 

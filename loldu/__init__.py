@@ -1,6 +1,29 @@
-"""LoLDU: parameter-efficient fine-tuning by training the diagonal of an LDU factorisation."""
+"""LoLDU: parameter-efficient fine-tuning by training the diagonal of an LDU factorisation.
 
-from .methods import *  # noqa: F403  (registers LoLDU/SVFit with PEFT on import)
-from .methods import __all__  # noqa: F401
+The method library's names (``loldu.LoLDUConfig``, ``loldu.apply_method``...) are imported on first use, so that
+``import loldu.config`` (what composing a Hydra config needs) loads no torch. Touching any of them imports
+:mod:`loldu.methods`, which registers LoLDU and SVFit with PEFT.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__") and name != "__all__":
+        raise AttributeError(name)
+    methods = importlib.import_module(".methods", __name__)
+    if name == "__all__":
+        return list(methods.__all__)
+    try:
+        return getattr(methods, name)
+    except AttributeError:
+        raise AttributeError(f"module 'loldu' has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *importlib.import_module(".methods", __name__).__all__])

@@ -3,7 +3,7 @@
     python -m loldu.report multirun/2026-11-23/12-00-00 [--metric test/acc] [--wandb]
 
 Reads every ``metrics.json`` below the folder (one per run, written by
-``loldu.pipeline.train``) with the run's ``config.yaml``, writes ``report.md``
+``loldu.train.train``) with the run's ``config.yaml``, writes ``report.md``
 and ``report.png`` (metric against trainable parameters, log axis) into it,
 prints the table, and with ``--wandb`` logs the table and plot to W&B.
 """

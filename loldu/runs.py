@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import loldu.config  # noqa: F401  (registers the resolvers a saved config may still name)
 from loldu.methods import load_adapter, merge_method
+from loldu.tasks import get_family
 
 
 def load_config(run_dir: str | Path) -> DictConfig:
@@ -41,13 +42,13 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
     if not adapter.is_dir():
         raise FileNotFoundError(f"{run_dir} has no adapter/ folder: the run did not finish training")
     bundle = instantiate(cfg.model.builder, _convert_="all")
-    base = bundle.unet if cfg.task.family == "diffusion" else bundle.model
-    return cfg, bundle, load_adapter(base, adapter)
+    return cfg, bundle, load_adapter(get_family(cfg.task.family).base_model(bundle), adapter)
 
 
 def save_merged(model: Any, family: str, path: str | Path, tokenizer: Any = None) -> Path | None:
-    """Merge the method into the base and ``save_pretrained`` the result: ``path`` (with the tokenizer), or
-    ``path/unet`` for a diffusion run's UNet. It loads with transformers/diffusers alone.
+    """Merge the method into the base (in place) and ``save_pretrained`` the result: ``path`` (with the
+    tokenizer), or the family's subfolder (``path/unet`` for a diffusion run's UNet). It loads with
+    transformers/diffusers alone.
 
     Returns:
         ``path``, or None for a model without ``save_pretrained`` (e.g. a timm classifier).
@@ -56,10 +57,10 @@ def save_merged(model: Any, family: str, path: str | Path, tokenizer: Any = None
     merged = merge_method(model)
     if not hasattr(merged, "save_pretrained"):
         return None
-    if family == "diffusion":
-        merged.save_pretrained(path / "unet")
+    subdir = get_family(family).merged_subdir
+    merged.save_pretrained(path / subdir)
+    if subdir:
         return path
-    merged.save_pretrained(path)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
     return path

@@ -63,7 +63,7 @@ class _ConstantLM(torch.nn.Module):
 
 
 def test_validation_loss_is_token_weighted_over_the_split():
-    module = CausalLMModule(_ConstantLM(), tokenizer=None, lr=1e-3)
+    module = CausalLMModule(_ConstantLM(), lr=1e-3)
     logged = {}
     module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
     module._trainer = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 import loldu.config  # noqa: F401
-from loldu.pipeline import check_config
+from loldu.config import check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Values the user must give (???) for the generic tasks.
@@ -149,3 +152,62 @@ def test_instruction_and_concept_paper_settings(composer):
     assert (cfg.method.r, cfg.alpha, cfg.lr, cfg.batch_size, cfg.task.max_steps) == (32, 32, 5e-4, 1, 1000)
     assert (cfg.weight_decay, cfg.task_schedule.scheduler, cfg.task_schedule.warmup_steps) == (0.01, "constant", 15)
     assert cfg.task.data.instance_prompt == "a photo of sks dog" and cfg.model.builder.resolution == 512
+
+
+def _job(cfg) -> dict:
+    """The job config without Hydra's node and the run folder (which names the model choice)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in ("hydra", "output_dir")}
+
+
+def test_short_names_are_the_long_ones_with_the_same_pair_settings(composer):
+    from loldu.config import ALIASES
+
+    for short, long in ALIASES.items():
+        group = "task" if (CONF / "task" / f"{long}.yaml").is_file() else "model"
+        assert OmegaConf.load(CONF / group / f"{short}.yaml").defaults == [long, "_self_"], short
+
+    def spellings(name):
+        return [name, *(short for short, long in ALIASES.items() if long == name)]
+
+    pairs = {f"{m}_{t}": (m, t) for m in MODELS for t in TASKS}
+    checked = 0
+    for stem in (p.stem for p in (CONF / "model_task").glob("*.yaml")):
+        model, task = pairs[stem]
+        want = _job(composer(f"model={model}", f"task={task}"))
+        for m in spellings(model):
+            for t in spellings(task):
+                if (m, t) != (model, task):
+                    assert _job(composer(f"model={m}", f"task={t}")) == want, (m, t)
+                    checked += 1
+    assert checked >= 8  # roberta on the 8 GLUE tasks with paper settings
+    cfg = composer("model=roberta", "task=rte")
+    assert (cfg.lr, cfg.epochs, cfg.task.max_length) == (4e-4, 20, 512)  # conf/model_task/roberta_base_rte.yaml
+
+
+def test_the_design_card_command_composes_without_torch():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "train.py", "model=vit", "task=fgvc", "method=loldu", "rank=768", "--cfg", "job"]
+    out = subprocess.run(cmd, cwd=CONF.parent, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "rank: 768" in out.stdout and "google/vit-base-patch16-224-in21k" in out.stdout
+    resolved = subprocess.run([*cmd, "--resolve"], cwd=CONF.parent, capture_output=True, text=True, env=env)
+    assert "\n  r: 768\n" in resolved.stdout and "FGVC-Aircraft" in resolved.stdout
+    code = (
+        "import sys, json; from hydra import compose, initialize_config_dir; import loldu.config; "
+        f"initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'); "
+        "cfg = compose('train', overrides=['model=vit', 'task=fgvc', 'method=loldu', 'rank=768']); "
+        "assert cfg.method.r == 768; "
+        "print(json.dumps(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=CONF.parent, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_task_family_has_its_code():
+    from loldu.tasks import FAMILIES, get_family
+
+    families = {OmegaConf.load(CONF / "task" / f"{t}.yaml").get("family") for t in TASKS} - {None}
+    assert families <= set(FAMILIES)
+    with pytest.raises(ValueError, match="task family 'audio' is not one of text, image, causal_lm, diffusion"):
+        get_family("audio")

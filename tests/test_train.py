@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 import loldu.config  # noqa: F401
-from loldu.pipeline import train
+from loldu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +105,61 @@ def test_multirun_sweep_and_report(tmp_path):
     table = (tmp_path / "report.md").read_text()
     assert table.count("| tiny_bert | rotten_tomatoes | loldu |") == 2 and "test/acc" in table
     assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def _hand_written_factor(total: int, warmup: int, constant: bool):
+    """The schedule this project trained with before it used transformers' functions (kept here as the spec)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if constant:
+            return 1.0
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+@pytest.mark.parametrize(
+    "total,scheduler,warmup_ratio,warmup_steps",
+    [
+        (428, "linear", 0.06, 0),  # the default run: 6,824 sentences / 32 per batch x 2 epochs, 6% warmup
+        (428, "constant", 0.06, 0),
+        (530, "linear", 0.06, 30),  # the ViT table's 30 warmup steps
+        (1000, "constant", 0.0, 15),  # DreamBooth
+        (7, "linear", 0.0, 0),  # no warmup
+    ],
+)
+def test_schedule_is_the_hand_written_one_step_by_step(total, scheduler, warmup_ratio, warmup_steps):
+    import math
+    from types import SimpleNamespace
+
+    import torch
+
+    from loldu.tasks import ClassificationModule
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    module = ClassificationModule(
+        model, 2, ["acc"], lr=3e-3, scheduler=scheduler, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps
+    )
+    module._trainer = SimpleNamespace(estimated_stepping_batches=total)
+    conf = module.configure_optimizers()
+    optimizer, schedule = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.AdamW) and conf["lr_scheduler"]["interval"] == "step"
+    factor = _hand_written_factor(total, warmup_steps or math.ceil(warmup_ratio * total), scheduler == "constant")
+    for step in range(total + 2):
+        assert optimizer.param_groups[0]["lr"] == 3e-3 * factor(step), step
+        optimizer.step()
+        schedule.step()
+
+
+def test_paper_vit_from_a_local_folder_runs(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    folder = tmp_path / "vit"
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, image_size=32)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    _, metrics = _run(tmp_path / "run", "model=vit", "task=digits", f"model.builder.name_or_path={folder}", "rank=16")
+    assert metrics["model"] == "vit_base" and metrics["task"] == "digits" and "test/acc" in metrics["test"]
+    assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r + sigma)

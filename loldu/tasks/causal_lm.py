@@ -1,16 +1,17 @@
 """Instruction tuning of causal language models: masked next-token loss, validation loss and perplexity,
-and generations for fixed prompts at every validation.
+and generations for fixed prompts at every validation (:class:`~loldu.callbacks.GenerationLogger`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from .base import TaskFamily, best_checkpoint, stage_metrics
 from .common import FineTuneModule
 
 IGNORE_INDEX = -100
@@ -42,40 +43,18 @@ class CausalLMModule(FineTuneModule):
     The training loss is the mean over the batch's supervised tokens (the response, or every token with
     ``train_on_inputs``: the data module decides which through ``labels``). Validation reports the loss over
     all supervised tokens of the split (token-weighted, not a mean of batch means) as ``val/loss`` and
-    ``val/ppl = exp(val/loss)``, then generates greedily for fixed prompts; the generations go to W&B as a
-    table and to ``generations.jsonl`` in the run folder.
+    ``val/ppl = exp(val/loss)``.
 
     Args:
-        model: the adapted causal LM (``model(input_ids, attention_mask).logits``; ``model.generate``).
-        tokenizer: its tokenizer (pads on the left for generation).
-        generation_examples: dicts with ``prompt`` (the formatted prompt) and ``reference``.
-        max_new_tokens: generation length.
-        add_special_tokens: tokenize generation prompts as training prompts were (True for the Alpaca template on
-            tokenizers that add BOS; False for chat templates, which contain their special tokens).
-        out_dir: where ``generations.jsonl`` goes (None: not written).
+        model: the adapted causal LM (``model(input_ids, attention_mask).logits``).
         **optim: see :class:`~loldu.tasks.common.FineTuneModule`.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer: Any,
-        generation_examples: list[dict] | None = None,
-        max_new_tokens: int = 48,
-        add_special_tokens: bool = False,
-        out_dir: str | Path | None = None,
-        **optim: Any,
-    ):
+    def __init__(self, model: nn.Module, **optim: Any):
         super().__init__(**optim)
         self.model = model
-        self.tokenizer = tokenizer
-        self.generation_examples = list(generation_examples or [])
-        self.max_new_tokens = int(max_new_tokens)
-        self.add_special_tokens = bool(add_special_tokens)
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.save_hyperparameters(ignore=["model", "tokenizer", "generation_examples"])
+        self.save_hyperparameters(ignore=["model", "optimizer"])
         self._sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # stage -> (summed loss, tokens)
-        self.last_generations: list[dict] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -87,7 +66,6 @@ class CausalLMModule(FineTuneModule):
         self.log("train/tokens", count.float(), on_step=True, on_epoch=False, reduce_fx="sum")
         return loss
 
-    # -- evaluation ---------------------------------------------------------------------------------------
     def _eval_step(self, batch: dict, stage: str) -> None:
         total, count = masked_lm_loss(self(batch), batch["labels"])
         total_so_far, count_so_far = self._sums.get(stage, (0.0, 0.0))
@@ -110,53 +88,55 @@ class CausalLMModule(FineTuneModule):
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end("val")
-        if self.generation_examples and not self.trainer.sanity_checking:
-            self._log_generations()
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
-    # -- generations ----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, prompts: list[str]) -> list[str]:
-        """Greedy continuations of ``prompts`` (special tokens dropped), ``max_new_tokens`` at most."""
-        tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=self.add_special_tokens).to(
-                self.device
-            )
-        finally:
-            tok.padding_side = side
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            out = self.model.generate(
-                **enc,
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            )
-        finally:
-            self.model.train(was_training)
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def _log_generations(self) -> None:
-        prompts = [ex["prompt"] for ex in self.generation_examples]
-        texts = self.generate(prompts)
-        step = int(self.global_step)
-        rows = [
-            {"step": step, "prompt": ex["prompt"], "generation": text, "reference": ex.get("reference", "")}
-            for ex, text in zip(self.generation_examples, texts, strict=True)
-        ]
-        self.last_generations = rows
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "generations.jsonl", "a", encoding="utf-8") as fh:
-                for row in rows:
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for logger in self.loggers:
-            if hasattr(logger, "log_table"):  # W&B
-                columns = ["step", "prompt", "generation", "reference"]
-                logger.log_table(key="val/generations", columns=columns, data=[[r[c] for c in columns] for r in rows])
+class CausalLMFamily(TaskFamily):
+    """Instruction tuning: validation loss before and after training, generations, the data's split sizes."""
+
+    def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):
+        return CausalLMModule(model=model, **optim)
+
+    def callbacks(self, cfg: DictConfig, bundle: Any, datamodule: Any, out: Path) -> list:
+        from loldu.callbacks import GenerationLogger
+
+        gen = cfg.task.generation
+        examples = datamodule.generation_examples(gen.num_prompts) if gen.num_prompts else []
+        return [GenerationLogger(bundle.tokenizer, examples, gen.max_new_tokens, datamodule.add_special_tokens, out)]
+
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
+        from loldu.callbacks import GenerationLogger
+
+        generations = next(cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger))
+        before, generations_before = {}, []
+        if cfg.task.validate_before:
+            before = stage_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0], "")
+            generations_before = generations.last_generations
+        trainer.fit(module, datamodule=datamodule)
+        val = stage_metrics(trainer.callback_metrics, "val/")
+        generations_after = generations.last_generations
+        test = []
+        if datamodule.has_test:
+            test = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
+        return {
+            "test": stage_metrics(test[0] if test else {}, ""),
+            "val": val,
+            "val_before": before,
+            "generations_before": generations_before,
+            "generations_after": generations_after,
+            "data": {
+                "sizes": datamodule.split_sizes(),
+                "dropped_over_cutoff": dict(datamodule.dropped),
+                "duplicates_removed": datamodule.duplicates_removed,
+            },
+        }
+
+    def headline(self, cfg: DictConfig, metrics: dict, out: Path) -> str:
+        before = metrics["val_before"].get("val/loss")
+        after = f"val/loss = {metrics['val'].get('val/loss', float('nan')):.4f}"
+        return after + (f" (before training {before:.4f})" if before is not None else "")
+
+
+FAMILY = CausalLMFamily()

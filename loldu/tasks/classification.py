@@ -7,10 +7,16 @@ the metrics (torchmetrics), the logging names (``train/loss``, ``val/<metric>``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import torch
 import torchmetrics
+from omegaconf import DictConfig
 from torch import nn
 
+from .base import TaskFamily, best_checkpoint, stage_metrics
 from .common import FineTuneModule
 
 METRICS = {
@@ -40,6 +46,7 @@ class ClassificationModule(FineTuneModule):
         scheduler: ``linear`` (warmup then linear decay) or ``constant`` (warmup then flat).
         warmup_ratio: warmup as a fraction of all steps (used when ``warmup_steps`` is 0).
         warmup_steps: warmup steps (overrides ``warmup_ratio``).
+        optimizer: ``optimizer(param_groups, lr=lr)`` builds the optimizer (None: AdamW).
     """
 
     def __init__(
@@ -53,8 +60,9 @@ class ClassificationModule(FineTuneModule):
         scheduler: str = "linear",
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
+        optimizer: Callable | None = None,
     ):
-        super().__init__(lr, weight_decay, decay_diagonal, scheduler, warmup_ratio, warmup_steps)
+        super().__init__(lr, weight_decay, decay_diagonal, scheduler, warmup_ratio, warmup_steps, optimizer)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")
@@ -62,7 +70,7 @@ class ClassificationModule(FineTuneModule):
         self.num_labels = num_labels
         self.regression = num_labels == 1
         self.metric_names = list(metrics)
-        self.save_hyperparameters(ignore=["model"])
+        self.save_hyperparameters(ignore=["model", "optimizer"])
         self.val_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
         self.test_metrics = nn.ModuleDict({m: METRICS[m](num_labels) for m in metrics})
 
@@ -95,3 +103,41 @@ class ClassificationModule(FineTuneModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test", self.test_metrics)
+
+
+class ClassificationFamily(TaskFamily):
+    """Text and image classification (and regression): tokens or pixels in, one label (or value) out.
+
+    The input kind only changes what the data module takes from the model bundle.
+    """
+
+    def data_kwargs(self, bundle: Any) -> dict:
+        if bundle.family == "text":
+            return {"tokenizer": bundle.tokenizer}
+        return {"image_size": bundle.image_size, "mean": bundle.mean, "std": bundle.std}
+
+    def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
+        datamodule.setup("fit")  # reads and checks the data files before any training
+        if datamodule.num_labels != cfg.task.num_labels:
+            raise ValueError(
+                f"task.num_labels={cfg.task.num_labels} but the data has {datamodule.num_labels} labels "
+                f"({datamodule.label_names}); set task.num_labels={datamodule.num_labels}"
+            )
+
+    def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):
+        return ClassificationModule(
+            model=model, num_labels=cfg.task.num_labels, metrics=list(cfg.task.metrics), **optim
+        )
+
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
+        trainer.fit(module, datamodule=datamodule)
+        val = stage_metrics(trainer.callback_metrics, "val/")
+        test = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
+        return {"test": stage_metrics(test[0] if test else {}, ""), "val": val}
+
+    def headline(self, cfg: DictConfig, metrics: dict, out: Path) -> str:
+        first = f"test/{cfg.task.metrics[0]}"
+        return f"{first} = {metrics['test'].get(first, float('nan')):.4f}"
+
+
+FAMILY = ClassificationFamily()

@@ -1,12 +1,11 @@
-"""What every task family's LightningModule shares: the optimizer and schedule, performance logging, and
-checkpoints that hold only what training changes.
+"""What every task family's LightningModule shares: the optimizer and schedule, and checkpoints that hold only
+what training changes.
 """
 
 from __future__ import annotations
 
 import math
-import resource
-import time
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -14,6 +13,30 @@ import torch
 from loldu.methods import adapter_state_dict, count_parameters, optimizer_param_groups
 
 SCHEDULERS = ("linear", "constant")
+
+
+def warmup_schedule(
+    optimizer: torch.optim.Optimizer, scheduler: str, total_steps: int, warmup_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' warmup schedule, with optimizer step ``k`` at factor ``(k + 1) / (warmup + 1)`` in warmup.
+
+    The first step thus trains at a non-zero lr (as this project always has): transformers' schedule for
+    ``warmup + 1`` warmup steps over ``total + 1`` steps, started one step in. After warmup the factor is
+    ``(total - k) / (total - warmup)`` (``linear``) or 1 (``constant``).
+
+    Args:
+        optimizer: its groups' ``lr`` is the peak lr.
+        scheduler: ``linear`` or ``constant``.
+        total_steps: optimizer steps of the whole run.
+        warmup_steps: warmup optimizer steps.
+    """
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    for group in optimizer.param_groups:  # a schedule that starts at step 1 needs the peak lr recorded
+        group.setdefault("initial_lr", group["lr"])
+    if scheduler == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps + 1, last_epoch=0)
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps + 1, total_steps + 1, last_epoch=0)
 
 
 class FineTuneModule(L.LightningModule):
@@ -30,6 +53,7 @@ class FineTuneModule(L.LightningModule):
         scheduler: ``linear`` (warmup then linear decay to 0) or ``constant`` (warmup then flat).
         warmup_ratio: warmup as a fraction of all steps (used when ``warmup_steps`` is 0).
         warmup_steps: warmup steps (overrides ``warmup_ratio``).
+        optimizer: called as ``optimizer(param_groups, lr=lr)`` (conf/optimizer/, a Hydra partial); None: AdamW.
     """
 
     def __init__(
@@ -40,6 +64,7 @@ class FineTuneModule(L.LightningModule):
         scheduler: str = "linear",
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
     ):
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -52,8 +77,8 @@ class FineTuneModule(L.LightningModule):
             "warmup_ratio": float(warmup_ratio),
             "warmup_steps": int(warmup_steps),
         }
+        self.optimizer_factory = optimizer or torch.optim.AdamW
         self.strict_loading = False
-        self._step_start = 0.0
 
     # -- parameters and checkpoints ------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -64,26 +89,12 @@ class FineTuneModule(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics(counts, step=0)
             logger.log_hyperparams(counts)
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # what the method declares as its adapter state (z0/ref, pivots, fingerprints, shared projections...)
         keep = {f"model.{k}" for k in adapter_state_dict(self.model)}
         keep |= {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
-
-    # -- performance logging ---------------------------------------------------------------------------------
-    def on_train_batch_start(self, batch, batch_idx) -> None:
-        self._step_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.log("perf/step_time_s", time.perf_counter() - self._step_start, on_step=True, on_epoch=False)
-        if self.device.type == "cuda":
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:  # peak resident set size of the process (Linux reports KiB)
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        self.log("perf/peak_mem_mib", peak, on_step=True, on_epoch=False)
 
     # -- optimizer -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -92,17 +103,8 @@ class FineTuneModule(L.LightningModule):
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError("the model has no trainable parameters: check the method and head_modules")
-        optimizer = torch.optim.AdamW(groups, lr=s["lr"])
+        optimizer = self.optimizer_factory(groups, lr=s["lr"])
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         warmup = s["warmup_steps"] or math.ceil(s["warmup_ratio"] * total)
-        constant = s["scheduler"] == "constant"
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            if constant:
-                return 1.0
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = warmup_schedule(optimizer, s["scheduler"], total, warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

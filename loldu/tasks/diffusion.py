@@ -2,7 +2,8 @@
 
 The VAE and the text encoder are frozen and kept in eval mode; the loss is the DDPM noise-prediction (or
 v-prediction) mean squared error, plus the prior-preservation term when class images are in the batch.
-Sample images for fixed prompts and seeds are rendered at set steps into ``samples/`` and logged to W&B.
+Sample images for fixed prompts and seeds are rendered at set steps into ``samples/`` and logged to W&B
+(:class:`~loldu.callbacks.SampleGrids`, with :func:`render` and :func:`image_grid` from here).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from .base import TaskFamily, stage_metrics
 from .common import FineTuneModule
 
 
@@ -77,50 +80,19 @@ class DiffusionModule(FineTuneModule):
 
     Args:
         unet: the adapted UNet (a PEFT model around ``UNet2DConditionModel``).
-        bundle: the :class:`~loldu.models.diffusion.DiffusionBundle` (VAE, text encoder, tokenizer, schedulers).
+        bundle: the :class:`~loldu.models.diffusion.DiffusionBundle` (VAE, text encoder, noise scheduler).
         prior_loss_weight: weight of the class-image (prior-preservation) loss.
-        sample_prompts: prompts rendered at every sampling point.
-        sample_seeds: one image per (prompt, seed).
-        sample_every_n_steps: sampling interval in optimizer steps (0: only before and after training).
-        sample_inference_steps: denoising steps of the sampler.
-        guidance_scale: classifier-free guidance scale.
-        sampler: ``ddim`` or ``dpm``.
-        out_dir: the run folder (samples go to ``out_dir/samples``).
         **optim: see :class:`~loldu.tasks.common.FineTuneModule`.
     """
 
-    def __init__(
-        self,
-        unet: nn.Module,
-        bundle: Any,
-        prior_loss_weight: float = 1.0,
-        sample_prompts: list[str] | None = None,
-        sample_seeds: list[int] | None = None,
-        sample_every_n_steps: int = 0,
-        sample_inference_steps: int = 25,
-        guidance_scale: float = 7.5,
-        sampler: str = "ddim",
-        out_dir: str | Path | None = None,
-        **optim: Any,
-    ):
+    def __init__(self, unet: nn.Module, bundle: Any, prior_loss_weight: float = 1.0, **optim: Any):
         super().__init__(**optim)
         self.model = unet
-        self.bundle = bundle
         self.vae = bundle.vae.requires_grad_(False).eval()
         self.text_encoder = bundle.text_encoder.requires_grad_(False).eval()
         self.noise_scheduler = bundle.noise_scheduler
         self.prior_loss_weight = float(prior_loss_weight)
-        self.sample_prompts = list(sample_prompts or [])
-        self.sample_seeds = [int(s) for s in (sample_seeds or [0])]
-        self.sample_every_n_steps = int(sample_every_n_steps)
-        self.sample_inference_steps = int(sample_inference_steps)
-        self.guidance_scale = float(guidance_scale)
-        self.sampler = sampler
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.sampled: dict[int, list] = {}  # step -> images (prompt-major, then seed)
-        self._last_sampled_step = -1
 
-    # -- training ---------------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self.vae.eval()
         self.text_encoder.eval()
@@ -152,67 +124,69 @@ class DiffusionModule(FineTuneModule):
         self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=n)
         return loss
 
-    # -- samples ----------------------------------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        self.render_samples()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(outputs, batch, batch_idx)
-        every = self.sample_every_n_steps
-        if every > 0 and self.global_step % every == 0 and self.global_step > 0:
-            self.render_samples()
+class DiffusionFamily(TaskFamily):
+    """DreamBooth-style concept learning: trained by steps, no validation, sample grids, a diffusers LoRA."""
 
-    def on_train_end(self) -> None:
-        self.render_samples()
-        self.save_progression()
+    adapted = "unet"
+    merged_subdir = "unet"
 
-    @torch.no_grad()
-    def render_samples(self) -> list:
-        """Render every (prompt, seed) at the current step, save the grid, log it; returns the images."""
-        step = int(self.global_step)
-        if not self.sample_prompts or step == self._last_sampled_step:
-            return []
-        self._last_sampled_step = step
-        was_training = self.model.training
-        self.model.eval()
-        unet = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        pipe = self.bundle.pipeline(unet=unet, scheduler=self.sampler)
-        try:
-            images = render(
+    def data_kwargs(self, bundle: Any) -> dict:
+        return {"tokenizer": bundle.tokenizer, "resolution": bundle.resolution}
+
+    def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
+        from loldu.data.dreambooth import generate_class_images
+        from loldu.models.diffusion import check_prompt_length
+
+        datamodule.check()  # folders, images and prompt lengths, before any model work
+        for prompt in cfg.task.samples.prompts:  # refuses prompts longer than the text encoder takes
+            check_prompt_length(bundle.tokenizer, prompt, "task.samples.prompts entry")
+        missing = datamodule.class_images_missing() if datamodule.with_prior_preservation else 0
+        if missing > 0:
+            pipe = bundle.pipeline()
+            generate_class_images(
                 pipe,
-                self.sample_prompts,
-                self.sample_seeds,
-                self.sample_inference_steps,
-                self.guidance_scale,
-                self.bundle.resolution,
-                self.device,
+                datamodule.class_dir,
+                datamodule.class_prompt,
+                missing,
+                seed=cfg.seed,
+                resolution=bundle.resolution,
             )
-        finally:
-            self.model.train(was_training)
-        self.sampled[step] = images
-        grid = image_grid(images, len(self.sample_prompts), len(self.sample_seeds))
-        if self.out_dir is not None:
-            folder = self.out_dir / "samples"
-            folder.mkdir(parents=True, exist_ok=True)
-            grid.save(folder / f"step_{step:06d}.png")
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="samples", images=[grid], caption=[f"step {step}"], step=step)
-        return images
+        datamodule.setup("fit")
 
-    def save_progression(self):
-        """One grid of every sampling point (columns, in step order) for every (prompt, seed) (rows): the
-        paper's Figure 5 layout. Saved as ``samples/progression.png`` and logged; returns the image."""
-        if not self.sampled:
-            return None
-        steps = sorted(self.sampled)
-        per_step = [self.sampled[s] for s in steps]
-        rows = len(per_step[0])
-        images = [per_step[c][r] for r in range(rows) for c in range(len(steps))]
-        grid = image_grid(images, rows, len(steps), labels=[str(s) for s in steps])  # column = training step
-        if self.out_dir is not None:
-            grid.save(self.out_dir / "samples" / "progression.png")
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="samples/progression", images=[grid], caption=["columns: training steps"])
-        return grid
+    def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):
+        return DiffusionModule(unet=model, bundle=bundle, prior_loss_weight=cfg.task.prior_loss_weight, **optim)
+
+    def callbacks(self, cfg: DictConfig, bundle: Any, datamodule: Any, out: Path) -> list:
+        from loldu.callbacks import SampleGrids
+
+        s = cfg.task.samples
+        sampling = (s.every_n_steps, s.inference_steps, s.guidance_scale, s.sampler)
+        return [SampleGrids(bundle, list(s.prompts), list(s.seeds), *sampling, out_dir=out)]
+
+    def trainer_overrides(self, cfg: DictConfig) -> dict:
+        return {"max_steps": cfg.task.max_steps, "max_epochs": -1}
+
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
+        trainer.fit(module, datamodule=datamodule)
+        out = Path(cfg.output_dir)
+        return {
+            "train": stage_metrics(trainer.callback_metrics, "train/"),
+            "steps": int(trainer.global_step),
+            "samples": sorted(str(p.relative_to(out)) for p in (out / "samples").glob("*.png")),
+        }
+
+    def extra_exports(self, cfg: DictConfig, model: Any, out: Path) -> None:
+        from loldu.methods.export import save_as_diffusers_lora
+
+        if cfg.task.export_lora and cfg.method.name in ("loldu", "svfit"):
+            save_as_diffusers_lora(model, out / "lora")
+
+    def monitored(self, cfg: DictConfig, metrics: dict) -> float | None:
+        return metrics["train"].get("train/loss")
+
+    def headline(self, cfg: DictConfig, metrics: dict, out: Path) -> str:
+        return f"train/loss = {metrics['train'].get('train/loss', float('nan')):.4f}; samples in {out / 'samples'}"
+
+
+FAMILY = DiffusionFamily()

@@ -1,0 +1,106 @@
+"""train(cfg): the one run skeleton every task family shares; the family (loldu/tasks/) supplies the rest.
+
+check the config -> run folder and seed -> model bundle -> data module (read and checked) -> method ->
+LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and exports -> metrics.json and summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from loldu.config import check_config, choice, learning_rate
+from loldu.methods import apply_method, count_parameters
+from loldu.tasks import get_family
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+    try:
+        return _run(cfg, out)
+    finally:
+        if cfg.logger.get("wandb"):
+            import wandb
+
+            wandb.finish()
+
+
+def _run(cfg: DictConfig, out: Path) -> float | None:
+    family = get_family(cfg.task.family)
+    bundle = instantiate(cfg.model.builder, _convert_="all")
+    datamodule = instantiate(cfg.task.data, _convert_="all", **family.data_kwargs(bundle))
+    family.prepare(cfg, bundle, datamodule)
+    model = apply_method(family.base_model(bundle), method_spec(cfg))
+    counts = count_parameters(model)
+    module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
+    trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
+    start = time.perf_counter()
+    metrics = family.fit(cfg, trainer, module, datamodule)
+    metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
+    family.export(cfg, model, bundle, out)
+    metrics.update(lr=learning_rate(cfg), method=cfg.method.name, model=choice("model"), task=choice("task"))
+    metrics.update(rank=cfg.method.r, seed=cfg.seed)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(summary(family.headline(cfg, metrics, out), metrics, out))
+    return family.monitored(cfg, metrics)
+
+
+def method_spec(cfg: DictConfig) -> dict:
+    """The method's config as :func:`loldu.methods.apply_method` takes it (without its training defaults)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "train"}
+
+
+def optim_settings(cfg: DictConfig) -> dict:
+    """Keyword arguments of :class:`~loldu.tasks.common.FineTuneModule`: optimizer, lr and schedule."""
+    return {
+        "optimizer": instantiate(cfg.optimizer),
+        "lr": learning_rate(cfg),
+        "weight_decay": cfg.weight_decay,
+        "decay_diagonal": cfg.method.train.decay_diagonal,
+        "scheduler": cfg.task_schedule.scheduler,
+        "warmup_ratio": cfg.task_schedule.warmup_ratio,
+        "warmup_steps": cfg.task_schedule.warmup_steps,
+    }
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` (W&B gets the resolved
+    config) and the callbacks of ``cfg.callbacks`` plus ``extra_callbacks``."""
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = []
+    for name, node in cfg.logger.items():
+        if node:  # a partial, so that the run's config reaches wandb.init as data, not as configs to instantiate
+            make = instantiate(node, _partial_=True, _convert_="all")
+            loggers.append(make(config=run_config) if name == "wandb" else make())
+    callbacks = [instantiate(c, _convert_="all") for c in cfg.callbacks.values() if c is not None]
+    checkpointing = any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks)
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks + list(extra_callbacks),
+        default_root_dir=cfg.output_dir,
+        enable_checkpointing=checkpointing,
+        **overrides,
+    )
+
+
+def summary(headline: str, metrics: dict, out: Path) -> str:
+    """The lines printed at the end of a run: the headline, parameter counts, wall time and the run folder."""
+    p = metrics["params"]
+    return (
+        f"\n{headline}\n"
+        f"adapter parameters = {p['adapter']:,} ({100 * p['adapter_share']:.4f}% of {p['base']:,})\n"
+        f"trainable parameters incl. head = {p['trainable']:,} ({100 * p['trainable_share']:.4f}%)\n"
+        f"wall time = {metrics['wall_time_s']:.0f} s\n"
+        f"outputs: {out.resolve()}"
+    )
