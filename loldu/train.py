@@ -12,15 +12,16 @@ from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice, learning_rate
-from loldu.methods import apply_method, count_parameters
+from loldu.methods import apply_method, count_parameters, get_method
 from loldu.tasks import get_family
 
 
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
+    resolve_defaults(cfg)
     check_config(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,6 +54,24 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
+
+
+def resolve_defaults(cfg: DictConfig) -> None:
+    """Write into ``cfg`` the values its nulls stand for (the lr, the method's rank and options), so that
+    config.yaml, metrics.json and the W&B run record what ran. The defaults themselves live in the method's
+    config class (:func:`loldu.methods.get_method`) and in ``method.train.default_lr``."""
+    entry = get_method(cfg.method.name)
+    defaults = entry.defaults()
+    with open_dict(cfg):
+        if cfg.lr is None:
+            cfg.lr = cfg.method.train.default_lr
+        if entry.rank_field is not None and cfg.method.get("r") is None:
+            cfg.method.r = defaults.get(entry.rank_field)
+        options = cfg.method.get("options") or {}
+        for key in list(options):
+            value = defaults.get(key)
+            if options[key] is None and isinstance(value, (str, int, float, bool)):
+                cfg.method.options[key] = value
 
 
 def method_spec(cfg: DictConfig) -> dict:

@@ -211,3 +211,20 @@ def test_every_task_family_has_its_code():
     assert families <= set(FAMILIES)
     with pytest.raises(ValueError, match="task family 'audio' is not one of text, image, causal_lm, diffusion"):
         get_family("audio")
+
+
+@pytest.mark.parametrize(
+    ("method", "rank", "option", "value"),
+    [("lora", 8, "lora_dropout", 0.0), ("loldu", 384, "forward_path", "auto"), ("svfit", 384, "svd", "full")],
+)
+def test_a_run_records_the_values_its_nulls_stand_for(composer, method, rank, option, value):
+    from loldu.train import resolve_defaults
+
+    cfg = composer(f"method={method}")
+    assert cfg.lr is None and cfg.method.options[option] is None
+    resolve_defaults(cfg)
+    # what config.yaml and W&B get
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    assert cfg.lr == cfg.method.train.default_lr
+    assert method["r"] == rank
+    assert method["options"][option] == value
