@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
+from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 COMBINATION_TYPES = ("linear",)
@@ -40,6 +41,16 @@ def _check_request(tuner, adapters: Sequence[str], weights: Sequence[float], ada
         raise ValueError(f"unknown adapters {unknown}; this model has {sorted(tuner.peft_config)}")
     if adapter_name in tuner.peft_config:
         raise ValueError(f"an adapter named {adapter_name!r} exists already; choose a new name or delete it first")
+    heads = sorted(
+        name
+        for name, module in tuner.model.named_modules()
+        if isinstance(module, ModulesToSaveWrapper) and any(a in module.modules_to_save for a in adapters)
+    )
+    if heads:
+        raise ValueError(
+            f"adapters {list(adapters)} train modules_to_save {heads} in full; a weighted sum of trained heads is not "
+            "defined. Combine adapters without modules_to_save (or combine the heads yourself)."
+        )
 
 
 def _check_layer(layer, where: str, adapters: Sequence[str]) -> None:
