@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TinyMLP
+from conftest import TinyMLP, build, output
 from peft import get_peft_model
 from torch import nn
 
@@ -95,6 +95,28 @@ def test_every_method_and_path_trains_under_cuda_autocast(method, opts, dtype):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     _check_autocast_training(method, opts, "cuda", dtype)
+
+
+@pytest.mark.parametrize("method", ["loldu", "svfit"])
+@pytest.mark.parametrize("opts", [{"forward_path": "fused", "recompute": "always"}, {"forward_path": "weight"}])
+def test_tiny_bert_trains_under_cpu_bf16_autocast(method, opts):
+    model, targets, heads, inputs = build("bert")
+    model = apply_method(model, {"name": method, "r": 16, "target_modules": targets, "head_modules": heads})
+    for layer in model.modules():
+        if isinstance(layer, DiagonalLayer):
+            layer.forward_path["default"], layer.recompute["default"] = (
+                opts["forward_path"],
+                opts.get("recompute", "auto"),
+            )
+    grads = {}  # eval mode: no dropout, so both runs see the same function
+    for dtype in (None, torch.bfloat16):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss = output(model, inputs).float().pow(2).sum()
+        loss.backward()
+        grads[dtype] = torch.cat([p.grad.flatten() for n, p in model.named_parameters() if "_z." in n])
+    err = (grads[torch.bfloat16] - grads[None]).norm() / grads[None].norm()
+    assert err < 0.05
 
 
 @pytest.mark.parametrize("path", ["activation", "weight", "fused"])
