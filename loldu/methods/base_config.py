@@ -50,6 +50,15 @@ class DiagonalConfig(PeftConfig):
             "(autograd through the merged weight) or fused (merged-weight forward, rank-r gradient)."
         },
     )
+    recompute: str = field(
+        default="auto",
+        metadata={
+            "help": "Fused path only: whether the backward rebuilds the merged weight W_eff (out x in) instead of "
+            "keeping it from the forward. always (least memory: only the layer input is kept, at out*r*in more "
+            "multiply-adds per step), never (keep it: fastest), auto (rebuild when training and W_eff would be "
+            "larger than the layer input kept anyway, i.e. out_features > tokens in the call)."
+        },
+    )
     bias: str = field(default="none", metadata={"help": "Bias training is not part of the method: 'none'."})
     modules_to_save: list[str] | None = field(
         default=None, metadata={"help": "Modules trained and saved in full besides the adapter, e.g. a new classifier."}

@@ -27,8 +27,11 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from .decompose import Factors, fingerprint, same_base
+from .diagonal_mixed import mixed_batch_forward
+from .fused import FusedDiagLinear
 
 FORWARD_PATHS = ("auto", "activation", "weight", "fused")
+RECOMPUTE = ("auto", "always", "never")
 
 
 def dz_grad_costs(tokens: int, r: int, in_f: int, out_f: int) -> tuple[int, int]:
@@ -39,47 +42,6 @@ def dz_grad_costs(tokens: int, r: int, in_f: int, out_f: int) -> tuple[int, int]
     The second wins near full rank with many tokens.
     """
     return tokens * r * (in_f + out_f), tokens * out_f * in_f + r * out_f * in_f
-
-
-class _FusedDiagLinear(torch.autograd.Function):
-    """``y = x W_eff^T + b`` through the merged weight, with cheap gradients.
-
-    The forward builds ``W_eff = W + left diag(dz) right`` (out*r*in
-    multiply-adds) and runs one matmul, as the base layer would. The backward
-    sends the gradient of x through the saved ``W_eff`` (what the base layer
-    costs anyway) and gets dz's gradient the cheaper of two ways
-    (:func:`dz_grad_costs`): from the two rank-r projections, or from the full
-    weight gradient ``G^T X`` projected onto the factors.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, left, right, dz):
-        w_eff = torch.addmm(weight, left * dz.to(left.dtype), right)
-        ctx.save_for_backward(x, w_eff, left, right, dz)
-        ctx.has_bias = bias is not None
-        return F.linear(x, w_eff, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, w_eff, left, right, dz = ctx.saved_tensors
-        grad_x = grad_w = grad_b = grad_dz = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ w_eff
-        g2 = grad_out.reshape(-1, grad_out.shape[-1])
-        x2 = x.reshape(-1, x.shape[-1])
-        if ctx.needs_input_grad[1]:
-            grad_w = g2.T @ x2
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0)
-        if ctx.needs_input_grad[5]:
-            by_proj, by_weight = dz_grad_costs(g2.shape[0], left.shape[1], x2.shape[1], g2.shape[1])
-            if by_weight < by_proj or grad_w is not None:
-                gw = grad_w if grad_w is not None else g2.T @ x2
-                grad_dz = ((left.T @ gw).float() * right.float()).sum(1)
-            else:
-                grad_dz = ((g2 @ left).float() * (x2 @ right.T).float()).sum(0)
-            grad_dz = grad_dz.to(dz.dtype)
-        return grad_x, grad_w, grad_b, None, None, grad_dz
 
 
 class FactorStore(nn.Module):
@@ -142,6 +104,7 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
         self.r: dict[str, int] = {}
         self.sigma0: dict[str, float] = {}
         self.forward_path: dict[str, str] = {}
+        self.recompute: dict[str, str] = {}
         self.frozen_peft_weight_names = {}
         self._disable_adapters = False
         self.merged_adapters = []
@@ -191,6 +154,7 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
             self._dict(key)[adapter_name] = value
         self.r[adapter_name] = r
         self.forward_path[adapter_name] = config.forward_path
+        self.recompute[adapter_name] = config.recompute
         if not config.train_sigma:
             self.frozen_peft_weight_names[adapter_name] = (self.prefix + "sigma",)
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
@@ -268,8 +232,32 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
             activation, fused = tokens * r * (in_f + out_f), out_f * r * in_f
         return "fused" if fused < activation else "activation"
 
-    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    def should_recompute(self, adapter_name: str, tokens: int) -> bool:
+        """Whether the fused backward rebuilds the merged weight instead of keeping it.
+
+        ``always``/``never`` as configured; ``auto`` recomputes when gradients
+        are on and the merged weight (``out * in`` values) is larger than the
+        input the layer saves anyway (``tokens * in``), i.e. ``out > tokens``.
+        The price is ``out * r * in`` more multiply-adds in the backward, a
+        fraction ``r / (2 * tokens)`` of the layer's own two matmuls.
+        """
+        mode = self.recompute.get(adapter_name, "auto")
+        if mode != "auto":
+            return mode == "always"
+        return torch.is_grad_enabled() and self.out_features > tokens
+
+    def compute_dtype(self, x: torch.Tensor) -> torch.dtype:
+        """The matmul dtype: autocast's when autocast is on for x's device, else the base weight's."""
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            return torch.get_autocast_dtype(device)
+        weight = self.get_base_layer().weight
+        return weight.dtype if weight.is_floating_point() else torch.float32
+
+    def forward(self, x: torch.Tensor, *args, adapter_names: list[str] | None = None, **kwargs) -> torch.Tensor:
         base = self.get_base_layer()
+        if adapter_names is not None:
+            return mixed_batch_forward(self, x, adapter_names, *args, **kwargs)
         if self.disable_adapters:
             if self.merged:
                 self.unmerge()
@@ -285,27 +273,35 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
         for name in active:
             path = self.choose_path(name, tokens)
             if result is None and path in ("fused", "weight"):
-                result = self._forward_merged(name, x, path)
+                result = self._forward_merged(name, x, path, tokens)
             else:
                 rest.append(name)
         if result is None:
             result = base(x, *args, **kwargs)
         for name in rest:
-            left, right = self._dict("left")[name], self._dict("right")[name]
-            xc = x.to(right.dtype)
-            h = (xc @ right.T) * self.delta_diag(name).to(right.dtype)
-            result = result + (h @ left.T).to(result.dtype)
+            result = result + self.activation_delta(name, x).to(result.dtype)
         return result
 
-    def _forward_merged(self, name: str, x: torch.Tensor, path: str) -> torch.Tensor:
+    def activation_delta(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``x right^T diag(dz) left^T``: adapter ``name``'s contribution, through the rank-r projections."""
+        dtype = self.compute_dtype(x)
+        left, right = self._dict("left")[name].to(dtype), self._dict("right")[name].to(dtype)
+        h = (x.to(dtype) @ right.T) * self.delta_diag(name).to(dtype)
+        return h @ left.T
+
+    def _forward_merged(self, name: str, x: torch.Tensor, path: str, tokens: int) -> torch.Tensor:
         base = self.get_base_layer()
         left, right = self._dict("left")[name], self._dict("right")[name]
         dz = self.delta_diag(name)
-        xc = x.to(base.weight.dtype)
+        dtype = self.compute_dtype(x)
         if path == "fused":
-            return _FusedDiagLinear.apply(xc, base.weight, base.bias, left, right, dz)
-        w_eff = base.weight + (left * dz.to(left.dtype)) @ right
-        return F.linear(xc, w_eff, base.bias)
+            recompute = self.should_recompute(name, tokens)
+            by_proj, by_weight = dz_grad_costs(tokens, self.r[name], self.in_features, self.out_features)
+            return FusedDiagLinear.apply(
+                x, base.weight, base.bias, left, right, dz, dtype, recompute, by_weight < by_proj
+            )
+        w_eff = torch.addmm(base.weight.to(dtype), left.to(dtype) * dz.to(dtype), right.to(dtype))
+        return F.linear(x.to(dtype), w_eff, None if base.bias is None else base.bias.to(dtype))
 
     # -- loading a saved adapter --------------------------------------------
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -394,3 +390,8 @@ def validate_common(config) -> None:
         raise ValueError(f"init_residual must be one of {INIT_RESIDUALS}, got {config.init_residual!r}")
     if config.forward_path not in FORWARD_PATHS:
         raise ValueError(f"forward_path must be one of {FORWARD_PATHS}, got {config.forward_path!r}")
+    if config.recompute not in RECOMPUTE:
+        raise ValueError(
+            f"recompute must be one of {RECOMPUTE}, got {config.recompute!r}: 'always' rebuilds the merged weight "
+            "in the fused backward (least memory), 'never' keeps it, 'auto' decides per call"
+        )

@@ -29,6 +29,7 @@ class LoLDULayer(DiagonalLayer):
         "r",
         "sigma0",
         "forward_path",
+        "recompute",
         "decompose_dtype",
     )
     saved_state = ("ref", "d", "fingerprint", "row_order", "col_order")

@@ -25,6 +25,7 @@ class SVFitLayer(DiagonalLayer):
         "r",
         "sigma0",
         "forward_path",
+        "recompute",
     )
 
     def factorise(self, adapter_name, weight, config) -> tuple[Factors, dict]:
