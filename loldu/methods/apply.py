@@ -65,6 +65,10 @@ class MethodInfo:
 
     spec: MethodSpec
     base_params: int
+    # Name -> shape of every base parameter, taken before the method changed anything.
+    base_shapes: dict[str, list[int]] | None = None
+    # Fingerprints taken before injection, for methods that rewrite base weights (PiSSA).
+    base_fingerprints: dict[str, list[float]] | None = None
 
 
 def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
@@ -87,9 +91,8 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
     spec = spec if isinstance(spec, MethodSpec) else MethodSpec.from_mapping(spec)
     if spec.name not in METHODS:
         raise ValueError(f"unknown method {spec.name!r}; choose one of {', '.join(METHODS)}")
-    base_params = sum(p.numel() for p in model.parameters())
     _check_heads(model, spec.head_modules)
-    info = MethodInfo(spec=spec, base_params=base_params)
+    info = base_info(model, spec)
     if spec.name in PLAIN_METHODS:
         _set_plain_trainable(model, spec)
         result = model
@@ -98,6 +101,30 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
         result = get_peft_model(model, config)
     result.loldu_method = info
     return result
+
+
+def base_info(model: nn.Module, spec: MethodSpec) -> MethodInfo:
+    """What :func:`apply_method` records about the plain ``model`` before changing it."""
+    from .integrity import linear_fingerprints
+
+    shapes = {n: list(p.shape) for n, p in model.named_parameters()}
+    info = MethodInfo(spec=spec, base_params=sum(p.numel() for p in model.parameters()), base_shapes=shapes)
+    if spec.name == "pissa":  # PiSSA replaces its base weights by residuals at injection
+        info.base_fingerprints = linear_fingerprints(model)
+    return info
+
+
+def plain_trainable_names(model: nn.Module, spec: MethodSpec) -> list[str]:
+    """The parameters a plain method (bitfit, full, linear_probe) trains, without changing the model."""
+    return [name for name, _ in model.named_parameters() if _plain_trains(name, spec)]
+
+
+def _plain_trains(name: str, spec: MethodSpec) -> bool:
+    if spec.name == "full":
+        return True
+    if spec.name == "bitfit":
+        return name.endswith("bias") or _in_head(name, spec.head_modules)
+    return _in_head(name, spec.head_modules)  # linear_probe
 
 
 def _peft_config(model: nn.Module, spec: MethodSpec):
@@ -163,13 +190,7 @@ def _set_plain_trainable(model: nn.Module, spec: MethodSpec) -> None:
     if spec.name == "bitfit" and not any(n.endswith("bias") for n, _ in model.named_parameters()):
         raise ValueError(f"bitfit trains biases, and {type(model).__name__} has no bias parameters")
     for name, p in model.named_parameters():
-        if spec.name == "full":
-            train = True
-        elif spec.name == "bitfit":
-            train = name.endswith("bias") or _in_head(name, spec.head_modules)
-        else:  # linear_probe
-            train = _in_head(name, spec.head_modules)
-        p.requires_grad_(train)
+        p.requires_grad_(_plain_trains(name, spec))
 
 
 def count_parameters(model: nn.Module) -> dict[str, int | float]:
