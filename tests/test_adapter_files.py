@@ -133,9 +133,11 @@ def test_adapter_onto_another_base_is_refused_naming_the_base(method, tmp_path):
     model, targets, heads, _ = build("bert", seed=0)
     model.config._name_or_path = "org/bert-tiny"
     spec = {"name": method, "r": 4, "target_modules": targets, "head_modules": heads}
+    count = len(list(model.parameters()))
     save_adapter(apply_method(model, spec), tmp_path)
     saved = json.loads((tmp_path / "method.json").read_text())["saved"]
-    assert saved["tensors_sha256"] and saved["base_fingerprints"] and saved["base_shapes"]
+    assert saved["tensors_sha256"] and saved["base_architecture"]["parameters"] == count
+    assert bool(saved["base_fingerprints"]) == (method not in ("loldu", "svfit"))  # theirs are in the tensor file
     other, *_ = build("bert", seed=1)
     with pytest.raises(ValueError, match=r"different base weight.*trained from: org/bert-tiny"):
         load_adapter(other, tmp_path)
@@ -146,7 +148,7 @@ def test_adapter_onto_another_base_is_refused_naming_the_base(method, tmp_path):
 def test_full_checks_the_architecture(tmp_path):
     model, _, heads, _ = build("bert")
     save_adapter(apply_method(model, {"name": "full"}), tmp_path)
-    with pytest.raises(ValueError, match=r"do not fit this model.*missing here: \['bert"):
+    with pytest.raises(ValueError, match=r"trainable.safetensors: its tensors do not fit this model.*architecture"):
         load_adapter(build("roberta")[0], tmp_path)
 
 
@@ -184,3 +186,18 @@ def test_orders_are_small_integers_and_a_reference_equal_to_the_pivots_is_stored
     torch.testing.assert_close(output(loaded, inputs), want)
     layer = loaded.base_model.model.bert.encoder.layer[0].attention.self.query
     torch.testing.assert_close(layer.loldu_ref["default"], layer.loldu_d["default"])
+
+
+@pytest.mark.parametrize("method", ["loldu", "lora"])
+def test_saved_while_merged_is_tied_to_the_unmerged_base(method, tmp_path):
+    model, targets, heads, inputs = build("bert")
+    adapted = apply_method(model, {"name": method, "r": 4, "target_modules": targets, "head_modules": heads})
+    with torch.no_grad():
+        for p in adapted.parameters():
+            if p.requires_grad:
+                p.add_(0.05)
+        want = output(adapted, inputs)
+    adapted.merge_adapter()
+    save_adapter(adapted, tmp_path)
+    loaded = load_adapter(build("bert")[0], tmp_path)  # the fingerprints are of the base, not the merged weights
+    torch.testing.assert_close(output(loaded, inputs), want, rtol=1e-4, atol=1e-5)

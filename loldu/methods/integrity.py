@@ -6,12 +6,14 @@
 * ``tensors_sha256``: a sha256 over the tensor file's tensors (names, dtypes,
   shapes and bytes, in name order), so a flipped byte anywhere is caught;
 * ``base_model``: the base's ``name_or_path`` where known;
-* ``base_fingerprints``: a sketch (:func:`loldu.methods.decompose.fingerprint`)
-  of each base weight the adapter builds on: the adapted layers' weights for
-  PEFT methods (LoLDU, SVFit, LoRA, PiSSA, VeRA, FourierFT), every frozen
-  parameter for bitfit and linear_probe;
-* ``base_shapes``: every parameter's name and shape (all methods), which is
-  all that ties a ``full`` file, where every weight is replaced, to its base.
+* ``base_architecture``: a sha256 over every base parameter's name and shape,
+  and their number: all that ties a ``full`` file, where every weight is
+  replaced, to its base;
+* ``base_fingerprints``: a sketch (:func:`loldu.methods.decompose.fingerprint`,
+  7 significant digits) of each base weight the adapter builds on: the adapted
+  layers' weights for LoRA, PiSSA, VeRA and FourierFT, every frozen parameter
+  for bitfit and linear_probe. LoLDU and SVFit files hold one per adapted
+  layer among their tensors already, and those are checked instead.
 
 Every check here runs before the model is touched.
 """
@@ -59,7 +61,7 @@ def weight_fingerprint(weight: torch.Tensor) -> list[float]:
     """:func:`fingerprint` of any parameter, as a JSON-able list (reshaped to 2-D first)."""
     w = weight.detach()
     w = w.reshape(w.shape[0], -1) if w.dim() >= 2 else w.reshape(1, -1)
-    return fingerprint(w).tolist()
+    return [float(f"{x:.7g}") for x in fingerprint(w).tolist()]
 
 
 def _unmerged_weight(layer: BaseTunerLayer) -> torch.Tensor:
@@ -139,30 +141,66 @@ def check_config_rank(folder: Path, tensor_file: Path, method: str) -> None:
                     )
 
 
+def architecture(shapes: dict[str, list[int]]) -> dict:
+    """sha256 over parameter names and shapes (in name order), and the number of parameters."""
+    digest = hashlib.sha256()
+    for name in sorted(shapes):
+        digest.update(f"{name}|{list(shapes[name])}\n".encode())
+    return {"sha256": digest.hexdigest(), "parameters": len(shapes)}
+
+
+def saved_record(model: nn.Module, info, tensor_file: Path) -> dict:
+    """The ``"saved"`` entry of ``method.json`` for a model just saved to ``tensor_file``."""
+    if info.spec.name in ("loldu", "svfit"):
+        fingerprints = {}  # in the tensor file, one per layer
+    elif hasattr(model, "get_base_model"):
+        early = info.base_fingerprints or {}
+        fingerprints = {
+            n: early.get(n) or weight_fingerprint(w) for n, w in adapted_weights(model.get_base_model()).items()
+        }
+    else:
+        fingerprints = {n: weight_fingerprint(p) for n, p in model.named_parameters() if not p.requires_grad}
+    return {
+        "tensors_sha256": tensor_digest(tensor_file),
+        "base_model": base_name(model),
+        "base_architecture": architecture(info.base_shapes) if info.base_shapes else None,
+        "base_fingerprints": fingerprints,
+    }
+
+
+def _file_fingerprints(tensor_file: Path) -> dict[str, list[float]]:
+    """LoLDU/SVFit per-layer fingerprints stored among the tensors, by base parameter name."""
+    found = {}
+    with safe_open(str(tensor_file), framework="pt") as f:
+        for key in f.keys():
+            for prefix in ("loldu_", "svfit_"):
+                if key.endswith(f".{prefix}fingerprint"):
+                    module = key.removeprefix("base_model.model.").removesuffix(f".{prefix}fingerprint")
+                    found[f"{module}.weight"] = f.get_tensor(key).tolist()
+    return found
+
+
 def check_base(base_model: nn.Module, saved: dict | None, tensor_file: Path) -> None:
     """Refuse a base whose architecture or adapted/frozen weights differ from the ones saved.
 
     Raises:
-        ValueError: names, shapes or fingerprints differ; the message names the base to use.
+        ValueError: architecture or fingerprints differ; the message names the base to use.
     """
-    if not saved:
-        return
+    saved = saved or {}
     where = f": {saved['base_model']}" if saved.get("base_model") else ""
     params = dict(base_model.named_parameters())
-    shapes = {n: list(p.shape) for n, p in params.items()}
-    want = saved.get("base_shapes", {})
-    missing = sorted(n for n in want if n not in shapes)
-    changed = sorted(n for n in want if n in shapes and shapes[n] != want[n])
-    extra = sorted(n for n in shapes if n not in want) if want else []
-    if missing or changed or extra:
+    want = saved.get("base_architecture")
+    have = architecture({n: list(p.shape) for n, p in params.items()})
+    if want and want["sha256"] != have["sha256"]:
         raise ValueError(
             f"{tensor_file}: its tensors do not fit this model: it was saved from another architecture "
-            f"(parameters missing here: {missing[:5]}, new here: {extra[:5]}, with other shapes: {changed[:5]}); "
+            f"({want['parameters']} parameters there, {have['parameters']} here, or other names or shapes); "
             f"load it onto the base model it was trained from{where}"
         )
+    sketches = {**saved.get("base_fingerprints", {}), **_file_fingerprints(tensor_file)}
     differ = [
         n
-        for n, sketch in saved.get("base_fingerprints", {}).items()
+        for n, sketch in sketches.items()
         if n not in params
         or not same_base(torch.tensor(sketch, dtype=torch.float64), torch.tensor(weight_fingerprint(params[n])))
     ]

@@ -13,16 +13,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .apply import PLAIN_METHODS, MethodInfo, MethodSpec, apply_method, base_info, plain_trainable_names, spec_dict
-from .integrity import (
-    REFUSE_DAMAGED,
-    adapted_weights,
-    base_name,
-    check_base,
-    check_config_rank,
-    check_digest,
-    tensor_digest,
-    weight_fingerprint,
-)
+from .integrity import REFUSE_DAMAGED, check_base, check_config_rank, check_digest, saved_record
 
 PLAIN_FILE = "trainable.safetensors"
 SPEC_FILE = "method.json"
@@ -78,20 +69,13 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         # SVD of the fresh base, so the residual base weights are rebuilt too.
         model.save_pretrained(str(path))
         tensor_file = path / PEFT_FILE
-        weights = adapted_weights(model.get_base_model())
-        fingerprints = {n: (info.base_fingerprints or {}).get(n) or weight_fingerprint(w) for n, w in weights.items()}
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
         tensor_file = path / PLAIN_FILE
         save_file(tensors, str(tensor_file))
-        fingerprints = {n: weight_fingerprint(p) for n, p in model.named_parameters() if not p.requires_grad}
-    saved = {
-        "tensors_sha256": tensor_digest(tensor_file),
-        "base_model": base_name(model),
-        "base_shapes": info.base_shapes or {},
-        "base_fingerprints": fingerprints,
-    }
-    (path / SPEC_FILE).write_text(json.dumps({**spec_dict(info.spec), SAVED_KEY: saved}, indent=2))
+    spec = json.dumps(spec_dict(info.spec), indent=2)
+    saved = json.dumps(saved_record(model, info, tensor_file), separators=(",", ":"))  # one line: it is long
+    (path / SPEC_FILE).write_text(f'{spec[:-2]},\n  "{SAVED_KEY}": {saved}\n}}\n')
     return path
 
 
@@ -131,7 +115,6 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
     check_digest(tensor_file, saved, path / SPEC_FILE)
     check_config_rank(path, tensor_file, spec.name)
     check_base(base_model, saved, tensor_file)
-    info = base_info(base_model, spec)
     if plain:
         tensors = load_file(str(tensor_file))
         _check_plain_tensors(base_model, spec, tensors, tensor_file)
@@ -141,6 +124,7 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
             for name, value in tensors.items():
                 params[name].copy_(value)
         return model
+    info = base_info(base_model, spec)  # before PiSSA rewrites the base weights
     model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
     model.loldu_method = info
     return model
