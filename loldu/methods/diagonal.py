@@ -6,7 +6,7 @@ An adapted ``nn.Linear`` computes::
     W_eff = W + left @ diag(sigma * z - sigma0 * ref) @ right
 
 ``left`` (out x r) and ``right`` (r x in) are frozen buffers, ``z`` (r) and the
-scalar ``sigma`` are trained, ``ref`` is the fixed reference subtracted so the
+scale ``sigma`` (shape (1,)) are trained, ``ref`` is the fixed reference subtracted so the
 update is zero at step 0 (``ref = z0`` by default). The base weight is never
 modified except by :meth:`merge`, so disabling the adapter gives back the
 pre-trained layer exactly and several adapters can share one base.
