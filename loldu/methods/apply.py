@@ -63,6 +63,10 @@ class MethodInfo:
 
     spec: MethodSpec
     base_params: int
+    # Name -> shape of every base parameter, taken before the method changed anything.
+    base_shapes: dict[str, list[int]] | None = None
+    # Fingerprints taken before injection, for methods that rewrite base weights (PiSSA).
+    base_fingerprints: dict[str, list[float]] | None = None
 
 
 def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
@@ -84,9 +88,8 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
     """
     spec = spec if isinstance(spec, MethodSpec) else MethodSpec.from_mapping(spec)
     entry = get_method(spec.name)
-    base_params = sum(p.numel() for p in model.parameters())
     _check_heads(model, spec.head_modules)
-    info = MethodInfo(spec=spec, base_params=base_params)
+    info = base_info(model, spec)
     if entry.is_peft:
         if spec.target_modules is not None:
             check_targets(model, spec.target_modules)
@@ -103,6 +106,23 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
         result = model
     result.loldu_method = info
     return result
+
+
+def base_info(model: nn.Module, spec: MethodSpec) -> MethodInfo:
+    """What :func:`apply_method` records about the plain ``model`` before changing it."""
+    from .integrity import linear_fingerprints
+
+    shapes = {n: list(p.shape) for n, p in model.named_parameters()}
+    info = MethodInfo(spec=spec, base_params=sum(p.numel() for p in model.parameters()), base_shapes=shapes)
+    if spec.name == "pissa":  # PiSSA replaces its base weights by residuals at injection
+        info.base_fingerprints = linear_fingerprints(model)
+    return info
+
+
+def plain_trainable_names(model: nn.Module, spec: MethodSpec) -> list[str]:
+    """The parameters a plain method (bitfit, full, linear_probe) trains, without changing the model."""
+    trains = get_method(spec.name).trainable
+    return [name for name, _ in model.named_parameters() if trains(name, spec)]
 
 
 def _module_matches(name: str, pattern: str) -> bool:

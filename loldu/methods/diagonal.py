@@ -6,7 +6,7 @@ An adapted ``nn.Linear`` computes::
     W_eff = W + left @ diag(sigma * z - sigma0 * ref) @ right
 
 ``left`` (out x r) and ``right`` (r x in) are frozen buffers, ``z`` (r) and the
-scalar ``sigma`` are trained, ``ref`` is the fixed reference subtracted so the
+scale ``sigma`` (shape (1,)) are trained, ``ref`` is the fixed reference subtracted so the
 update is zero at step 0 (``ref = z0`` by default). The base weight is never
 modified except by :meth:`merge`, so disabling the adapter gives back the
 pre-trained layer exactly and several adapters can share one base.
@@ -29,6 +29,7 @@ from torch import nn
 from .decompose import Factors, fingerprint, same_base
 from .diagonal_mixed import mixed_batch_forward
 from .fused import FusedDiagLinear
+from .saved_state import compact_state, expand_state
 
 FORWARD_PATHS = ("auto", "activation", "weight", "fused")
 RECOMPUTE = ("auto", "always", "never")
@@ -144,8 +145,9 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
         dev = weight.device
         self._dict("z")[adapter_name] = nn.Parameter(z0.clone().to(dev))
         self.sigma0[adapter_name] = (config.alpha if config.alpha is not None else r) / r
+        # Shape (1,), not a scalar: FSDP refuses 0-dim parameters.
         self._dict("sigma")[adapter_name] = nn.Parameter(
-            torch.tensor(self.sigma0[adapter_name], dtype=torch.float32, device=dev)
+            torch.full((1,), self.sigma0[adapter_name], dtype=torch.float32, device=dev)
         )
         self._dict("ref")[adapter_name] = ref.to(dev)
         self._dict("d")[adapter_name] = factors.d.float().to(dev)
@@ -303,25 +305,22 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
         w_eff = torch.addmm(base.weight.to(dtype), left.to(dtype) * dz.to(dtype), right.to(dtype))
         return F.linear(x.to(dtype), w_eff, None if base.bias is None else base.bias.to(dtype))
 
-    # -- loading a saved adapter --------------------------------------------
+    # -- saving and loading an adapter ---------------------------------------
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The module's state, with a reference equal to the pivots stored once (see :mod:`.saved_state`)."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        compact_state(self, out, prefix)
+        return out
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Runs before the children (the BufferDicts) load their entries: check
         # that each saved adapter belongs to this base and rebuild the frozen
         # factors from it, or refuse before anything is written.
         for name in list(self._dict("z").keys()):
-            saved = {
-                key: state_dict[f"{prefix}{self.prefix}{key}.{name}"]
-                for key in self.saved_state
-                if f"{prefix}{self.prefix}{key}.{name}" in state_dict
-            }
+            where = prefix.rstrip(".") or type(self).__name__
+            saved = expand_state(self, state_dict, prefix, name, where)
             if not saved:
                 continue
-            where = prefix.rstrip(".") or type(self).__name__
-            if len(saved) != len(self.saved_state):
-                missing = sorted(set(self.saved_state) - set(saved))
-                raise ValueError(
-                    f"adapter {name!r} at {where}: the file lacks {missing}; it is damaged or from an older format"
-                )
             if self.merged:
                 raise ValueError(f"cannot load adapter {name!r} at {where} while adapters are merged; unmerge first")
             if not same_base(saved["fingerprint"], fingerprint(self.get_base_layer().weight)):

@@ -12,10 +12,14 @@ from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .apply import MethodInfo, MethodSpec, apply_method, spec_dict
+from .apply import MethodInfo, MethodSpec, apply_method, base_info, plain_trainable_names, spec_dict
+from .integrity import REFUSE_DAMAGED, check_base, check_config_rank, check_digest, saved_record
+from .registry import get_method
 
 PLAIN_FILE = "trainable.safetensors"
 SPEC_FILE = "method.json"
+PEFT_FILE = "adapter_model.safetensors"
+SAVED_KEY = "saved"
 
 
 def merge_method(model: nn.Module) -> nn.Module:
@@ -54,7 +58,9 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     """Save what the method trained (safetensors, no pickle) into folder ``path``.
 
     PEFT methods use ``save_pretrained``; plain methods save their trainable
-    tensors.
+    tensors. ``method.json`` holds the method spec and a ``"saved"`` record
+    (content hash, base fingerprints, base architecture; see
+    :mod:`loldu.methods.integrity`) that :func:`load_adapter` checks.
     """
     info: MethodInfo = _info(model)
     path = Path(path)
@@ -63,42 +69,83 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         # PiSSA's saved config keeps init "pissa": loading redoes the (deterministic)
         # SVD of the fresh base, so the residual base weights are rebuilt too.
         model.save_pretrained(str(path))
+        tensor_file = path / PEFT_FILE
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(tensors, str(path / PLAIN_FILE))
-    (path / SPEC_FILE).write_text(json.dumps(spec_dict(info.spec), indent=2))
+        tensor_file = path / PLAIN_FILE
+        save_file(tensors, str(tensor_file))
+    spec = json.dumps(spec_dict(info.spec), indent=2)
+    saved = json.dumps(saved_record(model, info, tensor_file), separators=(",", ":"))  # one line: it is long
+    (path / SPEC_FILE).write_text(f'{spec[:-2]},\n  "{SAVED_KEY}": {saved}\n}}\n')
     return path
+
+
+def read_spec(path: str | Path) -> tuple[MethodSpec, dict | None]:
+    """The method spec and the integrity record (None for files saved before it existed) of a saved adapter.
+
+    Raises:
+        FileNotFoundError: if ``path`` holds no ``method.json``.
+    """
+    spec_file = Path(path) / SPEC_FILE
+    if not spec_file.is_file():
+        raise FileNotFoundError(f"{spec_file} not found: {path} is not a folder written by save_adapter")
+    data = json.loads(spec_file.read_text())
+    saved = data.pop(SAVED_KEY, None)
+    return MethodSpec.from_mapping(data), saved
 
 
 def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = False) -> nn.Module:
     """Load an adapter saved by :func:`save_adapter` onto a fresh base model.
 
+    Before the base is touched: the tensors' content hash (a file without one
+    loads with a warning), the rank in ``adapter_config.json`` against the
+    tensors, the base's architecture and weight fingerprints, and for plain
+    methods the exact set of saved tensors are checked.
+
     Raises:
         FileNotFoundError: if ``path`` holds no saved adapter.
-        ValueError: if the file does not fit the base (names, shapes, or, for
-            LoLDU/SVFit, a base weight other than the one it was trained on).
+        ValueError: if the file was modified or does not fit the base (names,
+            shapes, config, or a base weight other than the one it was trained on).
     """
     path = Path(path)
-    spec_file = path / SPEC_FILE
-    if not spec_file.is_file():
-        raise FileNotFoundError(f"{spec_file} not found: {path} is not a folder written by save_adapter")
-    data = json.loads(spec_file.read_text())
-    spec = MethodSpec.from_mapping(data)
-    base_params = sum(p.numel() for p in base_model.parameters())
-    if spec.name in ("bitfit", "full", "linear_probe"):
+    spec, saved = read_spec(path)
+    plain = not get_method(spec.name).is_peft
+    tensor_file = path / (PLAIN_FILE if plain else PEFT_FILE)
+    if not tensor_file.is_file():
+        raise FileNotFoundError(f"{tensor_file} not found: the adapter folder {path} is incomplete; re-save it")
+    check_digest(tensor_file, saved, path / SPEC_FILE)
+    check_config_rank(path, tensor_file, spec.name)
+    check_base(base_model, saved, tensor_file)
+    if plain:
+        tensors = load_file(str(tensor_file))
+        _check_plain_tensors(base_model, spec, tensors, tensor_file)
         model = apply_method(base_model, spec)
-        tensors = load_file(str(path / PLAIN_FILE))
         params = dict(model.named_parameters())
-        bad = [n for n in tensors if n not in params or params[n].shape != tensors[n].shape]
-        if bad:
-            raise ValueError(f"{path}: tensors {bad[:5]} do not fit this model; it was saved from another architecture")
         with torch.no_grad():
             for name, value in tensors.items():
                 params[name].copy_(value)
         return model
+    info = base_info(base_model, spec)  # before PiSSA rewrites the base weights
     model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
-    model.loldu_method = MethodInfo(spec=spec, base_params=base_params)
+    model.loldu_method = info
     return model
+
+
+def _check_plain_tensors(base_model: nn.Module, spec: MethodSpec, tensors: dict, tensor_file: Path) -> None:
+    params = dict(base_model.named_parameters())
+    bad = [n for n in tensors if n not in params or params[n].shape != tensors[n].shape]
+    if bad:
+        raise ValueError(
+            f"{tensor_file}: tensors {bad[:5]} do not fit this model; it was saved from another architecture"
+        )
+    expected = set(plain_trainable_names(base_model, spec))
+    missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or extra:
+        raise ValueError(
+            f"{tensor_file} does not hold exactly what {spec.name} trains on this model: missing {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}, unexpected {extra[:10]}{' ...' if len(extra) > 10 else ''}. "
+            f"{REFUSE_DAMAGED}"
+        )
 
 
 def _info(model: nn.Module) -> MethodInfo:

@@ -6,14 +6,16 @@ import torch
 
 from ..decompose import Factors, lu_factors
 from ..diagonal import DiagonalLayer
+from ..saved_state import order_dtype
 
 
 class LoLDULayer(DiagonalLayer):
     """``nn.Linear`` wrapper with LoLDU adapters (see :mod:`loldu.methods.diagonal`).
 
     Frozen buffers per adapter: ``P L_r`` (out x r) and ``U'_r`` (r x in) only.
-    Saved per adapter: z, sigma, the reference, the pivots, the row/column
-    pivot order and a fingerprint of the base weight.
+    Saved per adapter: z, sigma, the reference (empty when it equals the
+    pivots), the pivots, the row/column pivot order (smallest integer type)
+    and a fingerprint of the base weight (see :mod:`loldu.methods.saved_state`).
     """
 
     prefix = "loldu_"
@@ -41,10 +43,10 @@ class LoLDULayer(DiagonalLayer):
     def factorise(self, adapter_name, weight, config) -> tuple[Factors, dict]:
         self.decompose_dtype[adapter_name] = config.decompose_dtype
         factors = lu_factors(weight, config.r, dtype=config.decompose_dtype)
-        # int32 keeps the file small; orders are permutations of < 2**31 rows.
+        # The smallest integer type that holds the indices keeps the file small.
         extra = {
-            "row_order": factors.row_order.to(torch.int32),
-            "col_order": factors.col_order.to(torch.int32),
+            "row_order": factors.row_order.to(order_dtype(weight.shape[0])),
+            "col_order": factors.col_order.to(order_dtype(weight.shape[1])),
         }
         return factors, extra
 
@@ -65,8 +67,8 @@ class LoLDULayer(DiagonalLayer):
                     weight,
                     self.r[adapter_name],
                     dtype=self.decompose_dtype[adapter_name],
-                    row_order=rows,
-                    col_order=cols,
+                    row_order=rows.long(),
+                    col_order=cols.long(),
                 )
             except ValueError as err:
                 raise ValueError(f"adapter {adapter_name!r} at {where}: {err}") from err
