@@ -35,7 +35,12 @@ def _flip_byte(path: Path, suffix: str) -> str:
     return name
 
 
+PLAIN = ("bitfit", "full", "linear_probe")  # no rank, targets or options
+
+
 def _mlp_spec(method: str, **options) -> dict:
+    if method in PLAIN:
+        return {"name": method, "head_modules": ["classifier"]}
     return {
         "name": method,
         "r": 4,
@@ -133,6 +138,8 @@ def test_adapter_onto_another_base_is_refused_naming_the_base(method, tmp_path):
     model, targets, heads, _ = build("bert", seed=0)
     model.config._name_or_path = "org/bert-tiny"
     spec = {"name": method, "r": 4, "target_modules": targets, "head_modules": heads}
+    if method in PLAIN:
+        spec = {"name": method, "head_modules": heads}
     count = len(list(model.parameters()))
     save_adapter(apply_method(model, spec), tmp_path)
     saved = json.loads((tmp_path / "method.json").read_text())["saved"]
