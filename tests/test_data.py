@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 
 import numpy as np
 import pytest
@@ -96,6 +97,8 @@ def test_image_packages(source, total, names):
         assert batch["pixel_values"].shape == (8, 3, 16, 16) and batch["pixel_values"].dtype == torch.float32
         assert batch["labels"].dtype == torch.long
         assert -1.0 <= batch["pixel_values"].min() and batch["pixel_values"].max() <= 1.0
+    copy = pickle.loads(pickle.dumps(dm.datasets["test"]))  # DataLoader workers may need to pickle it
+    assert torch.equal(copy[0]["pixel_values"], dm.datasets["test"][0]["pixel_values"])
 
 
 def test_splits_are_seeded(tokenizer):

@@ -49,22 +49,22 @@ def build_transform(
     )
 
 
-def pixel_transform(transform: Callable, mode: str) -> Callable[[dict], dict]:
+class PixelTransform:
     """A ``Dataset.with_transform`` function: decoded images -> ``pixel_values`` tensors, ``label`` -> ``labels``.
+
+    A class rather than a closure so that DataLoader workers can pickle it.
 
     Args:
         transform: PIL image -> tensor (see :func:`build_transform`).
         mode: PIL mode the images are converted to first (``"RGB"``: grey images are repeated, or ``"L"``).
-
-    Returns:
-        The batch function.
     """
 
-    def apply(batch: dict) -> dict:
-        images = [image if image.mode == mode else image.convert(mode) for image in batch["image"]]
-        return {"pixel_values": [transform(image) for image in images], "labels": batch["label"]}
+    def __init__(self, transform: Callable, mode: str):
+        self.transform, self.mode = transform, mode
 
-    return apply
+    def __call__(self, batch: dict) -> dict:
+        images = [image if image.mode == self.mode else image.convert(self.mode) for image in batch["image"]]
+        return {"pixel_values": [self.transform(image) for image in images], "labels": batch["label"]}
 
 
 def describe_image_source(source: str, source_args: dict | None = None) -> dict[str, Any]:
@@ -158,4 +158,4 @@ class ImageClassificationDataModule(SplitDataModule):
 
     def _build(self, split: str, rows: Dataset) -> Dataset:
         transform = build_transform(self.image_size, self.mean, self.std, split == "train", self.augment)
-        return rows.with_transform(pixel_transform(transform, "RGB" if self.channels == 3 else "L"))
+        return rows.with_transform(PixelTransform(transform, "RGB" if self.channels == 3 else "L"))
