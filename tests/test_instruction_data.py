@@ -14,7 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from loldu.data.instruction import (  # noqa: E402
     INSTRUCTION_SOURCES,
-    InstructionCollator,
     InstructionDataModule,
     alpaca_hub,
     chatterbot,
@@ -139,9 +138,9 @@ def test_train_on_inputs_and_padding(tmp_path, tokenizer):
     assert (batch["labels"][~real] == -100).all() and (batch["input_ids"][~real] == tokenizer.pad_token_id).all()
     assert (~real).any()  # the examples differ in length, so some rows are padded
 
-    collate = InstructionCollator(pad_token_id=7)
+    collate, pad = dm.collator(), tokenizer.pad_token_id
     out = collate([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4], "labels": [4]}])
-    assert out["input_ids"].tolist() == [[1, 2, 3], [4, 7, 7]]
+    assert out["input_ids"].tolist() == [[1, 2, 3], [4, pad, pad]]
     assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert out["labels"].tolist() == [[-100, 2, 3], [4, -100, -100]]
 
@@ -164,12 +163,12 @@ def test_cutoff_truncates_and_drops(tmp_path, tokenizer):
 
 
 def test_chatterbot_corpus():
-    pairs = chatterbot()
+    pairs = chatterbot()["train"].to_list()
     assert len(pairs) == 2306
     assert all(isinstance(p[k], str) for p in pairs for k in ("instruction", "input", "output"))
     assert all(p["instruction"] and p["output"] and p["input"] == "" for p in pairs)
-    assert pairs == chatterbot()  # deterministic
-    greetings, science = chatterbot(["greetings"]), chatterbot(["science", "greetings"])
+    assert pairs == chatterbot()["train"].to_list()  # deterministic
+    greetings, science = (chatterbot(topics)["train"].to_list() for topics in (["greetings"], ["science", "greetings"]))
     assert 0 < len(greetings) < len(science) < len(pairs)
     assert science[: len(greetings)] == greetings  # files are read in sorted order
     assert {"instruction": "Hello", "input": "", "output": "Hi"} in greetings
@@ -180,10 +179,10 @@ def test_chatterbot_corpus():
 def test_instruction_json_array_and_jsonl(tmp_path):
     array = _write_json(tmp_path, [{"instruction": "a", "output": "b", "extra": 1}, EXAMPLES[1]])
     expected = [{"instruction": "a", "input": "", "output": "b"}, EXAMPLES[1]]
-    assert instruction_json(array) == expected
+    assert instruction_json(array)["train"].to_list() == expected
     lines = tmp_path / "data.jsonl"
     lines.write_text("\n".join(json.dumps(e) for e in expected) + "\n\n", encoding="utf-8")
-    assert instruction_json(str(lines)) == expected
+    assert instruction_json(str(lines))["train"].to_list() == expected
 
 
 @pytest.mark.parametrize(
@@ -227,14 +226,14 @@ def test_splits(tmp_path, tokenizer):
 
     def indices(**kwargs):
         dm = _module(tokenizer, path, **kwargs)
-        return dm, {split: set(ix.tolist()) for split, ix in dm.split_indices.items()}
+        return dm, {split: set(ix.tolist()) for split, (_, ix) in dm.split_indices.items()}
 
     dm, first = indices(val_size=5, test_size=0.25, seed=3)
     assert dm.split_sizes() == {"train": 25, "validation": 5, "test": 10} and dm.has_test
     assert set().union(*first.values()) == set(range(40)) and sum(map(len, first.values())) == 40
     assert len(next(iter(dm.test_dataloader()))["input_ids"]) == 8
     again = [e["reference"] for e in dm.generation_examples(3)]
-    assert again == [f"Answer {i}." for i in dm.split_indices["validation"][:3]]
+    assert again == [f"Answer {i}." for i in dm.split_indices["validation"][1][:3]]
     dm.setup()  # idempotent
     assert [e["reference"] for e in dm.generation_examples(3)] == again
     assert indices(val_size=5, test_size=0.25, seed=3)[1] == first
@@ -246,7 +245,7 @@ def test_splits(tmp_path, tokenizer):
     dm, _ = indices(val_size=10, limit_train=7, limit_eval=3, seed=3)
     assert dm.split_sizes() == {"train": 7, "validation": 3, "test": 0}
     assert np.array_equal(
-        dm.split_indices["validation"], indices(val_size=10, seed=3)[0].split_indices["validation"][:3]
+        dm.split_indices["validation"][1], indices(val_size=10, seed=3)[0].split_indices["validation"][1][:3]
     )
     with pytest.raises(ValueError, match=r"has 40 examples: val_size=30 \(30\) and test_size=10 \(10\) leave none"):
         indices(val_size=30, test_size=10)
@@ -284,7 +283,7 @@ def test_tokenizer_checks(tokenizer):
         InstructionDataModule("chatterbot").setup()
     dm = InstructionDataModule("chatterbot", {"topics": ["greetings"]}, tokenizer=tokenizer, val_size=5)
     dm.setup()
-    assert dm.split_sizes()["train"] == len(chatterbot(["greetings"])) - 5
+    assert dm.split_sizes()["train"] == chatterbot(["greetings"])["train"].num_rows - 5
 
 
 def test_alpaca_hub(monkeypatch):
@@ -295,7 +294,7 @@ def test_alpaca_hub(monkeypatch):
     monkeypatch.setattr(
         datasets, "load_dataset", lambda *a, **k: datasets.DatasetDict(train=datasets.Dataset.from_dict(rows))
     )
-    assert alpaca_hub() == [
+    assert alpaca_hub()["train"].to_list() == [
         {"instruction": "a", "input": "", "output": "c"},
         {"instruction": "b", "input": "", "output": "d"},
     ]
@@ -330,3 +329,12 @@ def test_dedupe_and_grouped_splits_keep_training_prompts_out_of_validation(tmp_p
     assert not prompts(dm, "train") & prompts(dm, "validation")
     again = _module(tokenizer, path, val_size=20, dedupe=True, group_by_instruction=True)
     assert prompts(again, "validation") == prompts(dm, "validation")  # seeded
+
+
+def test_check_dedupes_and_splits_without_a_tokenizer():
+    dm = InstructionDataModule("chatterbot", val_size=200, dedupe=True, group_by_instruction=True)
+    dm.check()  # reads, dedupes and splits: no tokenizer needed
+    assert dm.duplicates_removed == 1130
+    validation = dm.split_indices["validation"][1]
+    assert validation[:8].tolist() == [558, 401, 440, 1019, 1000, 5, 6, 7]  # the default chatterbot split, pinned
+    assert len(validation) == 208 and len(dm.split_indices["train"][1]) == 968

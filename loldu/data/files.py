@@ -1,17 +1,27 @@
-"""User-file sources: CSV/TSV text files and image folders. Relative paths resolve against the working directory."""
+"""User-file sources: CSV/TSV text files (``datasets.load_dataset("csv")``), image folders and instruction JSON.
+
+Every source checks its input first and names the fix in its errors. Relative paths resolve against the working
+directory.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import Dataset, DatasetDict
 
-from .base import ImagePart, ImageSource, TextPart, TextSource, encode_labels
+from .base import encode_labels, image_dataset, text_dataset
+from .packaged import INSTRUCTION_FEATURES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+FIELDS_HELP = (
+    "each example must be an object with string fields 'instruction' and 'output' and an optional string field 'input'"
+)
 SPLIT_FOLDERS = {
     "train": "train",
     "val": "validation",
@@ -28,8 +38,8 @@ def _existing_file(path: str | Path, key: str) -> Path:
     return file
 
 
-def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Any:
-    """Reads a CSV (or TSV, by extension ``.tsv``/``.tab``) file into a pandas DataFrame.
+def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Dataset:
+    """Reads a CSV (or TSV, by extension ``.tsv``/``.tab``) file with ``datasets.load_dataset("csv")``.
 
     Cells are kept as written ("NA", "null" stay text); only empty cells are missing.
 
@@ -39,25 +49,27 @@ def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Any:
         delimiter: Overrides the delimiter chosen by extension.
 
     Returns:
-        The DataFrame.
+        The rows.
 
     Raises:
         FileNotFoundError: The file does not exist (names the path and the key).
         ValueError: The file is empty or has no data rows.
     """
-    import pandas as pd
+    import datasets
 
     file = _existing_file(path, key)
-    tab = file.suffix.lower() in (".tsv", ".tab")
-    sep = delimiter or ("\t" if tab else ",")
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    try:
-        frame = pd.read_csv(file, sep=sep, quoting=quoting, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty.") from None
-    if len(frame) == 0:
+    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty.")
+    if len(lines) == 1:
         raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
-    return frame
+    sep = delimiter or ("\t" if file.suffix.lower() in (".tsv", ".tab") else ",")
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    options = {"sep": sep, "quoting": quoting, "keep_default_na": False, "na_values": [""]}
+    rows = datasets.load_dataset("csv", data_files=str(file.resolve()), split="train", **options)
+    if len(rows) == 0:
+        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
+    return rows
 
 
 def text_csv(
@@ -69,7 +81,7 @@ def text_csv(
     label_names: Sequence[str] | None = None,
     regression: bool = False,
     delimiter: str | None = None,
-) -> TextSource:
+) -> DatasetDict:
     """Text classification/regression data from CSV or TSV files.
 
     Args:
@@ -84,7 +96,7 @@ def text_csv(
         delimiter: Overrides the delimiter chosen by extension (``,``; tab for ``.tsv``/``.tab``).
 
     Returns:
-        The parts.
+        The parts (``text``, ``text_pair`` for pairs, ``label``).
 
     Raises:
         FileNotFoundError: A file does not exist.
@@ -94,45 +106,24 @@ def text_csv(
     if not 1 <= len(columns) <= 2:
         raise ValueError(f"source_args.text_columns must name one or two columns; got {columns}.")
     names = list(label_names) if label_names is not None else None
-    parts: dict[str, TextPart] = {}
+    tables = {}
     for key, path in (("train", train), ("validation", validation), ("test", test)):
         if path is None:
             continue
-        frame = read_table(path, key, delimiter)
-        missing = [c for c in [*columns, label_column] if c not in frame.columns]
+        rows = read_table(path, key, delimiter)
+        missing = [c for c in [*columns, label_column] if c not in rows.column_names]
         if missing:
             raise ValueError(
                 f"source_args.{key}: the file {str(path)!r} has no column(s) {missing}; "
-                f"its columns are {list(map(str, frame.columns))}."
+                f"its columns are {rows.column_names}."
             )
-        texts = [frame[c].fillna("").astype(str).tolist() for c in columns]
-        labels, names = encode_labels(frame[label_column].tolist(), names, bool(regression), f"{path}")
-        parts[key] = TextPart(texts[0], texts[1] if len(texts) == 2 else None, labels)
-    if regression and label_names is None:
-        names = [label_column]
-    return TextSource(parts, list(names), is_regression=bool(regression))
-
-
-def load_image(path: str | Path) -> Any:
-    """Opens and decodes an image file with PIL.
-
-    Args:
-        path: The file.
-
-    Returns:
-        The decoded PIL image.
-
-    Raises:
-        ValueError: The file cannot be decoded as an image (names the file).
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except Exception as err:
-        raise ValueError(f"Cannot decode the image file {str(path)!r}: {err}") from err
+        labels, names = encode_labels(rows[label_column], names, bool(regression), f"{path}")
+        tables[key] = (rows, labels)
+    parts = {
+        key: text_dataset(rows[columns[0]], rows[columns[1]] if len(columns) == 2 else None, labels, names, regression)
+        for key, (rows, labels) in tables.items()
+    }
+    return DatasetDict(parts)
 
 
 def _check_image(path: Path) -> None:
@@ -180,7 +171,7 @@ def _layout(root: Path) -> dict[str, Path]:
     return layout
 
 
-def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool = True) -> ImageSource:
+def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool = True) -> DatasetDict:
     """Images in class folders: ``root/{train,val,test}/<class>/*`` or just ``root/<class>/*`` (then split).
 
     Class names are the sorted class-folder names of ``train``; images are decoded lazily with PIL.
@@ -192,7 +183,7 @@ def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool
         verify: Check every image decodes during setup (one pass over the files' headers and data).
 
     Returns:
-        The parts.
+        The parts (``image`` decoded on access, ``label``).
 
     Raises:
         FileNotFoundError: The root folder does not exist.
@@ -218,5 +209,75 @@ def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool
             for file in files:
                 _check_image(file)
         labels = np.asarray([i for i, name in enumerate(names) for _ in classes[name]], dtype=np.int64)
-        parts[split] = ImagePart(files, labels)
-    return ImageSource(parts, names)
+        parts[split] = image_dataset(files, labels, names)
+    return DatasetDict(parts)
+
+
+def _check_item(item: Any, where: str) -> dict:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where} is a {type(item).__name__}, not an object; {FIELDS_HELP}.")
+    for key in ("instruction", "output"):
+        if key not in item:
+            raise ValueError(f"{where} has no {key!r} field; {FIELDS_HELP}.")
+        if not isinstance(item[key], str):
+            raise ValueError(
+                f"{where}: the {key!r} field is a {type(item[key]).__name__}, not a string; {FIELDS_HELP}."
+            )
+    extra = item.get("input")
+    if extra is not None and not isinstance(extra, str):
+        raise ValueError(f"{where}: the 'input' field is a {type(extra).__name__}, not a string; {FIELDS_HELP}.")
+    return {"instruction": item["instruction"], "input": extra or "", "output": item["output"]}
+
+
+def instruction_json(path: str | Path) -> DatasetDict:
+    """Instruction examples from a local file: a JSON array of objects, or JSON lines (one object per line).
+
+    Each object has string fields ``instruction`` and ``output`` and an optional string ``input`` (default ``""``);
+    other fields are ignored. A file whose first non-blank character is ``[`` is read as an array, any other as JSON
+    lines (blank lines are skipped). Relative paths resolve against the working directory.
+
+    Args:
+        path: The file.
+
+    Returns:
+        One ``"train"`` part of the examples (``instruction``, ``input``, ``output``), in file order.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not UTF-8, is invalid JSON (with its line), holds no examples, or an item is not an
+            object or lacks a string ``instruction``/``output`` field (with its index or line).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f"instruction_json: the file {str(file)!r} does not exist (source_args.path).")
+    try:
+        content = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{file}: not UTF-8 text ({err}); save it as UTF-8.") from err
+    if not content.strip():
+        raise ValueError(f"{file} is empty; it must hold a JSON array of examples or one JSON object per line.")
+    if content.lstrip().startswith("["):
+        try:
+            items = json.loads(content)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{file}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}. The file must hold one "
+                "JSON array of example objects (or be a JSON-lines file with one object per line)."
+            ) from err
+        if not items:
+            raise ValueError(f"{file} holds an empty JSON array; it needs at least one example.")
+        examples = [_check_item(item, f"{file}: item {index} (0-based)") for index, item in enumerate(items)]
+        return DatasetDict(train=Dataset.from_list(examples, features=INSTRUCTION_FEATURES))
+    examples = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{file}: invalid JSON at line {number}, column {err.colno}: {err.msg}. A JSON-lines file needs one "
+                "complete JSON object per line; a JSON file must start with '[' and hold an array of objects."
+            ) from err
+        examples.append(_check_item(item, f"{file}: line {number}"))
+    return DatasetDict(train=Dataset.from_list(examples, features=INSTRUCTION_FEATURES))

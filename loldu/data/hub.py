@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import ImagePart, ImageSource, TextPart, TextSource, encode_labels
+from datasets import ClassLabel, DatasetDict
+
+from .base import encode_labels, text_dataset
 
 # task -> (text columns, label names; None for regression). Test labels are hidden, so GLUE's official validation
 # split is the test set here and validation is carved from train.
@@ -90,7 +92,13 @@ def _part_names(
     return {**parts, **extras}
 
 
-def _text_source(
+def _labels(dataset: Any, column: str, names: list[str] | None, regression: bool, where: str) -> Any:
+    if names is None and not regression:
+        names = _class_names(dataset, column)
+    return encode_labels(dataset[column], names, regression, where)
+
+
+def _text_parts(
     loaded: Any,
     path: str,
     parts: dict[str, str],
@@ -98,25 +106,22 @@ def _text_source(
     label_column: str,
     label_names: list[str] | None,
     regression: bool,
-) -> TextSource:
+) -> DatasetDict:
     if not 1 <= len(columns) <= 2:
         raise ValueError(f"text_columns must name one or two columns; got {list(columns)}.")
-    out: dict[str, TextPart] = {}
+    out = {}
     names = list(label_names) if label_names is not None else None
     for part, split in parts.items():
         dataset = _split(loaded, split, path)
         where = f"{path} split {split!r}"
         _check_columns(dataset, [*columns, label_column], where)
-        if names is None and not regression:
-            names = _class_names(dataset, label_column)
-        texts = [("" if t is None else str(t)) for t in dataset[columns[0]]]
-        pairs = [("" if t is None else str(t)) for t in dataset[columns[1]]] if len(columns) == 2 else None
-        labels, names = encode_labels(list(dataset[label_column]), names, regression, where)
-        out[part] = TextPart(texts, pairs, labels)
-    return TextSource(out, list(names), is_regression=regression)
+        labels, names = _labels(dataset, label_column, names, regression, where)
+        pairs = dataset[columns[1]] if len(columns) == 2 else None
+        out[part] = text_dataset(dataset[columns[0]], pairs, labels, names, regression)
+    return DatasetDict(out)
 
 
-def glue(task: str, path: str = "nyu-mll/glue", load_kwargs: dict | None = None) -> TextSource:
+def glue(task: str, path: str = "nyu-mll/glue", load_kwargs: dict | None = None) -> DatasetDict:
     """A GLUE task. Parts: train (official train), test (official validation; ``validation_matched`` for MNLI,
     plus ``test_mismatched`` = ``validation_mismatched``). Validation is carved from train by the data module.
 
@@ -139,10 +144,7 @@ def glue(task: str, path: str = "nyu-mll/glue", load_kwargs: dict | None = None)
     if task == "mnli":
         parts = {"train": "train", "test": "validation_matched", "test_mismatched": "validation_mismatched"}
     loaded = load_hub_dataset(path, task, load_kwargs)
-    source = _text_source(loaded, path, parts, columns, "label", names, regression=names is None)
-    if source.is_regression:
-        source.label_names = ["similarity"]
-    return source
+    return _text_parts(loaded, path, parts, columns, "label", names, regression=names is None)
 
 
 def hub_text(
@@ -157,7 +159,7 @@ def hub_text(
     label_names: Sequence[str] | None = None,
     regression: bool = False,
     load_kwargs: dict | None = None,
-) -> TextSource:
+) -> DatasetDict:
     """Any text classification/regression dataset loadable with ``datasets.load_dataset``.
 
     Args:
@@ -186,24 +188,7 @@ def hub_text(
     loaded = load_hub_dataset(path, name, load_kwargs)
     parts = _part_names(loaded, train_split, validation_split, test_split, extra_test_splits)
     names = list(label_names) if label_names is not None else None
-    source = _text_source(loaded, path, parts, columns, label_column, names, bool(regression))
-    if source.is_regression and label_names is None:
-        source.label_names = [label_column]
-    return source
-
-
-class HubImages(Sequence):
-    """Lazy, indexable view of one image column of a ``datasets.Dataset`` (decodes an image on access)."""
-
-    def __init__(self, dataset: Any, column: str):
-        self.dataset = dataset.select_columns([column])
-        self.column = column
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[int(index)][self.column]
+    return _text_parts(loaded, path, parts, columns, label_column, names, bool(regression))
 
 
 def hub_image(
@@ -217,7 +202,7 @@ def hub_image(
     extra_test_splits: Sequence[str] | dict[str, str] | None = None,
     label_names: Sequence[str] | None = None,
     load_kwargs: dict | None = None,
-) -> ImageSource:
+) -> DatasetDict:
     """Any image classification dataset loadable with ``datasets.load_dataset`` (e.g. ``uoft-cs/cifar10`` with
     ``image_column="img"``; ``uoft-cs/cifar100`` with ``label_column="fine_label"``).
 
@@ -235,7 +220,7 @@ def hub_image(
         load_kwargs: Extra keyword arguments for ``datasets.load_dataset``.
 
     Returns:
-        The parts, with images decoded lazily.
+        The parts (``image``, decoded on access, and ``label``).
 
     Raises:
         RuntimeError: The dataset could not be loaded.
@@ -244,13 +229,53 @@ def hub_image(
     loaded = load_hub_dataset(path, name, load_kwargs)
     parts = _part_names(loaded, train_split, validation_split, test_split, extra_test_splits)
     names = list(label_names) if label_names is not None else None
-    out: dict[str, ImagePart] = {}
+    out = {}
     for part, split in parts.items():
         dataset = _split(loaded, split, path)
         where = f"{path} split {split!r}"
         _check_columns(dataset, [image_column, label_column], where)
-        if names is None:
-            names = _class_names(dataset, label_column)
-        labels, names = encode_labels(list(dataset[label_column]), names, False, where)
-        out[part] = ImagePart(HubImages(dataset, image_column), labels)
-    return ImageSource(out, list(names))
+        labels, names = _labels(dataset, label_column, names, False, where)
+        images = dataset.select_columns([image_column]).rename_column(image_column, "image")
+        out[part] = images.add_column("label", labels.tolist()).cast_column("label", ClassLabel(names=names))
+    return DatasetDict(out)
+
+
+def alpaca_hub(dataset: str = "yahma/alpaca-cleaned", split: str = "train", revision: str | None = None) -> DatasetDict:
+    """An Alpaca-format instruction dataset from the Hugging Face Hub (or a local folder ``datasets`` reads).
+
+    Args:
+        dataset: Hub dataset id with columns ``instruction``, ``input`` (optional) and ``output``, or a local folder.
+        split: The split to read.
+        revision: Git revision (branch, tag or commit) of the dataset, or None for the default branch.
+
+    Returns:
+        One ``"train"`` part with string ``instruction``, ``input`` and ``output`` (missing values: ``""``).
+
+    Raises:
+        RuntimeError: The dataset could not be loaded (e.g. no network); the message names the offline route.
+        ValueError: Unknown split, or missing columns.
+    """
+    from datasets import Dataset
+
+    from .packaged import INSTRUCTION_FEATURES
+
+    try:
+        loaded = load_hub_dataset(dataset, None, {"revision": revision} if revision else None)
+    except RuntimeError as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise RuntimeError(
+            f"The instruction dataset {dataset!r} could not be loaded ({type(cause).__name__}: {cause}). Without "
+            f"network access, download it elsewhere as a JSON or JSON-lines file of objects with 'instruction', "
+            f"'input' and 'output' fields, copy it here, and use source='instruction_json' with "
+            f"source_args.path set to that file."
+        ) from err
+    data = _split(loaded, split, dataset)
+    missing = [c for c in ("instruction", "output") if c not in data.column_names]
+    if missing:
+        raise ValueError(
+            f"Dataset {dataset!r} split {split!r} has no column(s) {missing}; its columns are {data.column_names} "
+            f"(an instruction dataset needs 'instruction' and 'output', and optionally 'input')."
+        )
+    columns = {c: data[c] if c in data.column_names else [""] * len(data) for c in INSTRUCTION_FEATURES}
+    rows = {c: ["" if v is None else str(v) for v in values] for c, values in columns.items()}
+    return DatasetDict(train=Dataset.from_dict(rows, features=INSTRUCTION_FEATURES))

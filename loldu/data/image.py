@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset
+from datasets import Dataset
 
-from .files import imagefolder, load_image
+from .files import imagefolder
 from .hub import hub_image
 from .module import SplitDataModule
 from .packaged import ANIMAL_NAMES, animal_mnist, digits
+from .splits import check_size
 
 IMAGE_SOURCES: dict[str, Callable[..., Any]] = {
     "animal_mnist": animal_mnist,
@@ -21,57 +20,6 @@ IMAGE_SOURCES: dict[str, Callable[..., Any]] = {
     "hub_image": hub_image,
     "imagefolder": imagefolder,
 }
-
-
-class IndexedView(Sequence):
-    """The items ``base[indices[i]]`` of an indexable collection, without copying it."""
-
-    def __init__(self, base: Sequence[Any], indices: np.ndarray):
-        self.base = base
-        self.indices = np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.base[int(self.indices[index])]
-
-
-def take(images: Sequence[Any], indices: np.ndarray) -> Sequence[Any]:
-    """Selects images by index: a copy for NumPy arrays, a lazy view otherwise.
-
-    Args:
-        images: Array of images or any indexable collection.
-        indices: Positions to keep.
-
-    Returns:
-        The selected images.
-    """
-    if isinstance(images, np.ndarray):
-        return images[indices]
-    return IndexedView(images, indices)
-
-
-def to_pil(item: Any, mode: str) -> Any:
-    """Converts a source item (uint8 array, PIL image or file path) into a PIL image of the given mode.
-
-    Args:
-        item: A uint8 array (H, W) / (H, W, 1|3|4), a PIL image, or an image file path.
-        mode: ``"RGB"`` (grey images are repeated to 3 channels) or ``"L"``.
-
-    Returns:
-        The PIL image.
-    """
-    from PIL import Image
-
-    if isinstance(item, (str, Path)):
-        item = load_image(item)
-    elif isinstance(item, np.ndarray):
-        array = item if item.dtype == np.uint8 else np.clip(item, 0, 255).astype(np.uint8)
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        item = Image.fromarray(array)
-    return item if item.mode == mode else item.convert(mode)
 
 
 def build_transform(
@@ -101,28 +49,22 @@ def build_transform(
     )
 
 
-class ImageDataset(Dataset):
-    """Images and labels; each item is ``{"pixel_values": tensor (C, H, W), "labels": int}``.
+class PixelTransform:
+    """A ``Dataset.with_transform`` function: decoded images -> ``pixel_values`` tensors, ``label`` -> ``labels``.
+
+    A class rather than a closure so that DataLoader workers can pickle it.
 
     Args:
-        images: Indexable images (see :func:`to_pil`).
-        labels: Class index per image.
-        transform: PIL image -> tensor.
-        mode: PIL mode the images are converted to first (``"RGB"`` or ``"L"``).
+        transform: PIL image -> tensor (see :func:`build_transform`).
+        mode: PIL mode the images are converted to first (``"RGB"``: grey images are repeated, or ``"L"``).
     """
 
-    def __init__(self, images: Sequence[Any], labels: np.ndarray, transform: Callable, mode: str = "RGB"):
-        self.images = images
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.transform = transform
-        self.mode = mode
+    def __init__(self, transform: Callable, mode: str):
+        self.transform, self.mode = transform, mode
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image = to_pil(self.images[index], self.mode)
-        return {"pixel_values": self.transform(image), "labels": int(self.labels[index])}
+    def __call__(self, batch: dict) -> dict:
+        images = [image if image.mode == self.mode else image.convert(self.mode) for image in batch["image"]]
+        return {"pixel_values": [self.transform(image) for image in images], "labels": batch["label"]}
 
 
 def describe_image_source(source: str, source_args: dict | None = None) -> dict[str, Any]:
@@ -150,6 +92,8 @@ def describe_image_source(source: str, source_args: dict | None = None) -> dict[
 class ImageClassificationDataModule(SplitDataModule):
     """Image classification batches ``{"pixel_values": float (B, C, S, S), "labels": int64 (B,)}``.
 
+    Images are decoded and transformed on access (``Dataset.with_transform``).
+
     Args:
         source: One of ``animal_mnist``, ``digits``, ``hub_image``, ``imagefolder``.
         source_args: Keyword arguments of the source function.
@@ -158,14 +102,11 @@ class ImageClassificationDataModule(SplitDataModule):
         std: The model's per-channel normalisation standard deviation.
         channels: 3 (grey images are repeated to RGB) or 1.
         augment: Augment training images (RandomResizedCrop + horizontal flip); evaluation is Resize + CenterCrop.
-        batch_size: Training batch size.
-        eval_batch_size: Validation/test batch size (None: ``batch_size``).
-        num_workers: DataLoader worker processes.
-        seed: Seed of the splits, the limits and the training shuffle.
-        val_fraction: Fraction of train carved into validation when the source has no validation split.
-        test_fraction: Fraction of train carved into test when the source has no test split.
-        limit_train: Cap on training examples, or None.
-        limit_eval: Cap on examples of each evaluation split, or None.
+        val_fraction: Validation size carved from train when the source has no validation split: a fraction in
+            (0, 1) or a count.
+        test_fraction: Test size carved from train when the source has no test split (same forms).
+        **loader_args: batch_size, eval_batch_size, num_workers, seed, limit_train, limit_eval (see
+            :class:`~loldu.data.module.SplitDataModule`).
     """
 
     SOURCES = IMAGE_SOURCES
@@ -180,10 +121,10 @@ class ImageClassificationDataModule(SplitDataModule):
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channels: int = 3,
         augment: bool = True,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
         **loader_args: Any,
     ):
-        # loader_args: batch_size, eval_batch_size, num_workers, seed, val_fraction, test_fraction,
-        # limit_train, limit_eval (see the base class).
         super().__init__(source=source, source_args=source_args, **loader_args)
         if int(channels) not in (1, 3):
             raise ValueError(f"channels must be 1 or 3; got {channels}.")
@@ -194,14 +135,27 @@ class ImageClassificationDataModule(SplitDataModule):
         self.image_size = int(image_size)
         self.channels = int(channels)
         self.augment = bool(augment)
+        self.val_fraction = check_size(val_fraction, "val_fraction")
+        self.test_fraction = check_size(test_fraction, "test_fraction")
 
-    @classmethod
-    def describe(cls, source: str, source_args: dict | None = None) -> dict[str, Any]:
-        """See :func:`describe_image_source`."""
-        return describe_image_source(source, source_args)
+    def _held_out(self) -> dict[str, int | float]:
+        return {"test": self.test_fraction, "validation": self.val_fraction}
 
-    def _build_dataset(self, source: Any, split: str, part: str, indices: np.ndarray) -> Dataset:
-        data = source.parts[part]
+    @property
+    def label_names(self) -> list[str]:
+        """Class names, index i naming label i; known before setup() unless the source infers them."""
+        if self.parts is not None:
+            return list(self.parts["train"].features["label"].names)
+        names = describe_image_source(self.source, self.source_args)["label_names"]
+        if names is None:
+            raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
+        return names
+
+    @property
+    def num_labels(self) -> int:
+        """Number of classes."""
+        return len(self.label_names)
+
+    def _build(self, split: str, rows: Dataset) -> Dataset:
         transform = build_transform(self.image_size, self.mean, self.std, split == "train", self.augment)
-        mode = "RGB" if self.channels == 3 else "L"
-        return ImageDataset(take(data.images, indices), data.labels[indices], transform, mode)
+        return rows.with_transform(PixelTransform(transform, "RGB" if self.channels == 3 else "L"))

@@ -1,38 +1,43 @@
-"""The LightningDataModule logic shared by the text and image data modules: load a source, split it, serve loaders."""
+"""The one LightningDataModule of every family: load a source, check it, split it with :mod:`.splits`, serve loaders.
+
+A family (text, image, instruction, DreamBooth) subclasses :class:`SplitDataModule` and says what its held-out
+splits are (:meth:`~SplitDataModule._held_out`), how to turn a split's rows into model inputs
+(:meth:`~SplitDataModule._build`) and which collator batches them (:meth:`~SplitDataModule.collator`).
+"""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from datasets import ClassLabel, Dataset, DatasetDict
+from torch.utils.data import DataLoader
 
 from .base import SPLITS, call_source, check_source_args
-from .splits import make_splits
+from .splits import check_limit, limit, split, split_rng, stratified_order
 
 
-def split_loader(module: Any, split: str, train: bool, collate_fn: Callable | None) -> DataLoader:
-    """The DataLoader of one split of a set-up data module (``datasets``, ``batch_size``, ``eval_batch_size``,
-    ``num_workers`` and the seeded ``_generator``): shuffled with the generator for training, in order otherwise."""
-    return DataLoader(
-        module.datasets[split],
-        batch_size=module.batch_size if train else module.eval_batch_size,
-        shuffle=train,
-        generator=module._generator if train else None,
-        num_workers=module.num_workers,
-        persistent_workers=module.num_workers > 0,
-        collate_fn=collate_fn,
-    )
+def check_count(value: Any, key: str, minimum: int = 1) -> int:
+    """Checks an integer setting (batch size, workers...) and returns it as an int; the message names ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{key} must be an int >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def class_labels(part: Dataset, column: str = "label") -> np.ndarray | None:
+    """The class index of every row when ``column`` is a ``ClassLabel`` (None otherwise: no stratification)."""
+    if not isinstance(part.features.get(column), ClassLabel):
+        return None
+    return np.asarray(part[column], dtype=np.int64)
 
 
 class SplitDataModule(L.LightningDataModule):
-    """Base class: loads ``source`` with ``source_args`` once in :meth:`setup`, makes seeded splits, serves loaders.
-
-    Subclasses set ``SOURCES`` (name -> source function) and ``KIND``, and implement :meth:`_build_dataset` and
-    :meth:`_collate_fn`.
+    """Base class: reads ``source`` once (:meth:`check`), makes seeded splits, builds them (:meth:`setup`), serves
+    loaders.
 
     Args:
         source: A name in ``SOURCES``.
@@ -41,14 +46,13 @@ class SplitDataModule(L.LightningDataModule):
         eval_batch_size: Validation/test batch size (None: ``batch_size``).
         num_workers: DataLoader worker processes.
         seed: Seed of the splits, the limits and the training shuffle.
-        val_fraction: Fraction of train carved into validation when the source has no validation split.
-        test_fraction: Fraction of train carved into test when the source has no test split.
-        limit_train: Cap on the number of training examples (a seeded, class-balanced subset), or None.
+        limit_train: Cap on the number of training examples (a seeded prefix of the split), or None.
         limit_eval: Cap on the number of examples of each evaluation split, or None.
     """
 
     SOURCES: dict[str, Callable[..., Any]] = {}
     KIND = "data"
+    SORT_SPLITS = True  # build each split in source order (else in the seeded split order)
 
     def __init__(
         self,
@@ -58,74 +62,119 @@ class SplitDataModule(L.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
         limit_train: int | None = None,
         limit_eval: int | None = None,
     ):
         super().__init__()
-        check_source_args(self.KIND, self.SOURCES, source, source_args)
-        if int(batch_size) < 1 or (eval_batch_size is not None and int(eval_batch_size) < 1):
-            raise ValueError(f"batch sizes must be >= 1; got {batch_size} and {eval_batch_size}.")
+        if self.SOURCES:  # a module with its own reader (DreamBooth) has no registry
+            check_source_args(self.KIND, self.SOURCES, source, source_args)
         self.source = source
         self.source_args = dict(source_args or {})
-        self.batch_size = int(batch_size)
-        self.eval_batch_size = int(eval_batch_size) if eval_batch_size is not None else self.batch_size
-        self.num_workers = int(num_workers)
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.eval_batch_size = (
+            self.batch_size if eval_batch_size is None else check_count(eval_batch_size, "eval_batch_size")
+        )
+        self.num_workers = check_count(num_workers, "num_workers", 0)
         self.seed = int(seed)
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.limit_train = None if limit_train is None else int(limit_train)
-        self.limit_eval = None if limit_eval is None else int(limit_eval)
-        self.datasets: dict[str, Dataset] = {}
+        self.limit_train = check_limit(limit_train, "limit_train")
+        self.limit_eval = check_limit(limit_eval, "limit_eval")
+        self.parts: DatasetDict | None = None
         self.split_indices: dict[str, tuple[str, np.ndarray]] = {}
-        self._label_names: list[str] | None = None
+        self.datasets: dict[str, Any] = {}
         self._generator: torch.Generator | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------------------------------
 
-    def _build_dataset(self, source: Any, split: str, part: str, indices: np.ndarray) -> Dataset:
+    def _held_out(self) -> dict[str, int | float]:
+        """Held-out split -> size, in the order they are filled from the train part (when the source lacks them)."""
         raise NotImplementedError
 
-    def _collate_fn(self) -> Callable | None:
+    def _size_keys(self) -> dict[str, str]:
+        """Held-out split -> the setting that sizes it (for messages)."""
+        return {"test": "test_fraction", "validation": "val_fraction"}
+
+    def _load(self) -> DatasetDict:
+        return call_source(self.KIND, self.SOURCES, self.source, self.source_args)
+
+    def _split_rng(self) -> np.random.Generator:
+        return split_rng(self.seed, "train")
+
+    def _groups(self, train: Dataset) -> list[np.ndarray] | None:
         return None
 
-    def _stratify_labels(self, source: Any, part: str) -> np.ndarray | None:
-        return source.parts[part].labels
+    def _build(self, split: str, rows: Dataset) -> Any:
+        raise NotImplementedError
 
-    def _on_loaded(self, source: Any) -> None:
-        self._label_names = list(source.label_names)
+    def collator(self) -> Callable | None:
+        """The batch collator (None: torch's default collate)."""
+        return None
 
-    # -- LightningDataModule API ----------------------------------------------------------------------------------
+    # -- reading and splitting ------------------------------------------------------------------------------------
+
+    def _plan(self, parts: DatasetDict) -> dict[str, tuple[str, np.ndarray]]:
+        if "train" not in parts:
+            raise ValueError(f"A source must provide a 'train' part; it gave {sorted(parts)}.")
+        train = parts["train"]
+        held_out = {name: size for name, size in self._held_out().items() if name not in parts}
+        what = f"The source {self.source!r}"
+        labels, groups = class_labels(train), self._groups(train)
+        carved = split(len(train), held_out, self._split_rng(), labels, groups, what, self._size_keys())
+        plan = {name: ("train", indices) for name, indices in carved.items()}
+        for name, part in parts.items():
+            if name != "train":
+                plan[name] = (name, stratified_order(len(part), class_labels(part), split_rng(self.seed, name)))
+        out = {}
+        for name in (*SPLITS, *(p for p in plan if p not in SPLITS)):
+            part, indices = plan[name]
+            indices = limit(indices, self.limit_train if name == "train" else self.limit_eval)
+            out[name] = (part, np.sort(indices) if self.SORT_SPLITS else indices)
+        return out
+
+    def check(self) -> None:
+        """Reads and checks the source and plans the splits (once), without a tokenizer or model.
+
+        Raises:
+            ValueError, FileNotFoundError, RuntimeError: Bad or unreachable data; the message names the fix.
+        """
+        if self.parts is None:
+            parts = self._load()
+            self.split_indices = self._plan(parts)
+            self.parts = parts
+
+    def rows(self, split: str) -> Dataset:
+        """The source rows of a split (after :meth:`check`), in the split's order."""
+        part, indices = self.split_indices[split]
+        return self.parts[part].select(indices)
 
     def setup(self, stage: str | None = None) -> None:
-        """Loads the source, splits it and builds every split's dataset (once; later calls do nothing).
+        """Runs :meth:`check`, then builds every split's dataset (once; later calls do nothing).
 
         Args:
             stage: Lightning's stage (unused: all splits are built together).
         """
         if self.datasets:
             return
-        source = call_source(self.KIND, self.SOURCES, self.source, self.source_args)
-        self._on_loaded(source)
-        sizes = {name: len(part) for name, part in source.parts.items()}
-        labels = {name: self._stratify_labels(source, name) for name in source.parts}
-        self.split_indices = make_splits(
-            sizes, labels, self.seed, self.val_fraction, self.test_fraction, self.limit_train, self.limit_eval
-        )
-        self.datasets = {
-            split: self._build_dataset(source, split, part, indices)
-            for split, (part, indices) in self.split_indices.items()
-        }
+        self.check()
+        self.datasets = {name: self._build(name, self.rows(name)) for name in self.split_indices}
         self._generator = torch.Generator().manual_seed(self.seed)
 
     def _require_setup(self) -> None:
         if not self.datasets:
             raise RuntimeError(f"{type(self).__name__}: call setup() first.")
 
+    # -- loaders --------------------------------------------------------------------------------------------------
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self._require_setup()
-        return split_loader(self, split, train, self._collate_fn())
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            generator=self._generator if train else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=self.collator(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches (seeded generator; the order changes each epoch, reproducibly)."""
@@ -146,49 +195,10 @@ class SplitDataModule(L.LightningDataModule):
         return [name for name in self.datasets if name not in SPLITS]
 
     def extra_test_dataloaders(self) -> dict[str, DataLoader]:
-        """Loaders of the additional test sets, by name (empty for most sources).
-
-        Returns:
-            Split name -> DataLoader.
-        """
+        """Loaders of the additional test sets, by name (empty for most sources)."""
         return {name: self._loader(name) for name in self.extra_test_splits}
 
     def split_sizes(self) -> dict[str, int]:
-        """Number of examples per split after setup().
-
-        Returns:
-            Split name -> size.
-        """
+        """Number of examples per split after setup() (after limits)."""
         self._require_setup()
-        return {name: len(indices) for name, (_, indices) in self.split_indices.items()}
-
-    # -- label metadata -------------------------------------------------------------------------------------------
-
-    @classmethod
-    def describe(cls, source: str, source_args: dict | None = None) -> dict[str, Any]:
-        """What is known about a source's labels without loading it.
-
-        Args:
-            source: The source name.
-            source_args: Its arguments.
-
-        Returns:
-            ``{"num_labels", "is_regression", "label_names"}``; values unknown before loading are None.
-        """
-        raise NotImplementedError
-
-    def _described(self, key: str) -> Any:
-        value = type(self).describe(self.source, self.source_args).get(key)
-        if value is None:
-            raise RuntimeError(f"{type(self).__name__}: {key} of source {self.source!r} is known after setup().")
-        return value
-
-    @property
-    def label_names(self) -> list[str]:
-        """Class names (for regression: ``[target name]``)."""
-        return list(self._label_names) if self._label_names is not None else self._described("label_names")
-
-    @property
-    def num_labels(self) -> int:
-        """Number of model outputs: the number of classes, 1 for regression."""
-        return len(self._label_names) if self._label_names is not None else self._described("num_labels")
+        return {name: len(dataset) for name, dataset in self.datasets.items()}

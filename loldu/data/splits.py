@@ -1,23 +1,24 @@
-"""Seeded, deterministic train/validation/test splits.
+"""The one splitter of every data module: seeded, disjoint train/validation/test splits.
 
-Every split is a pair ``(part, indices)``: the source part it is drawn from and sorted indices into it. Splits a source
-does not provide are carved from its ``"train"`` part (``val_fraction`` / ``test_fraction`` of that part, stratified by
-class when labels are given), so carved splits never overlap. ``limit_train`` / ``limit_eval`` keep a seeded,
-class-balanced prefix of each split.
+Examples are split as *units*: single examples, or groups (e.g. all examples sharing a prompt, so that no
+validation prompt is also a training prompt). The units are put in a seeded order (stratified by class when
+labels are given: every prefix holds the classes in about their overall proportions), then the held-out splits are
+filled in turn, each until it holds its count, and the rest is train. ``limit`` caps keep a prefix of each split,
+so a limited split is a seeded, class-balanced subset of the full one.
 """
 
 from __future__ import annotations
 
+import numbers
 import zlib
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .base import SPLITS
 
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    # One independent stream per (seed, split name), stable across runs and Python versions.
+def split_rng(seed: int, name: str) -> np.random.Generator:
+    """One independent random stream per (seed, name), stable across runs and Python versions."""
     return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
 
 
@@ -25,7 +26,7 @@ def stratified_order(n: int, labels: np.ndarray | None, rng: np.random.Generator
     """A random order of ``range(n)`` in which every prefix holds the classes in about their overall proportions.
 
     Each example gets the position ``(rank within its class + u) / class size`` (random ranks, u ~ U[0, 1)), and
-    examples are sorted by it, so classes interleave evenly. Without labels this is a plain permutation.
+    examples are sorted by it, so classes interleave evenly. Without labels this is ``rng.permutation(n)``.
 
     Args:
         n: Number of examples.
@@ -46,111 +47,99 @@ def stratified_order(n: int, labels: np.ndarray | None, rng: np.random.Generator
     return np.argsort(position, kind="stable").astype(np.int64)
 
 
-def _carve_count(fraction: float, n: int, key: str) -> int:
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"{key} must be in (0, 1) to carve a split from the training data; got {fraction}.")
-    return max(1, int(round(fraction * n)))
-
-
-def plan_splits(
-    sizes: Mapping[str, int],
-    labels: Mapping[str, np.ndarray | None],
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-) -> dict[str, tuple[str, np.ndarray]]:
-    """Decides the train/validation/test (and extra test) splits of a source's parts.
-
-    Args:
-        sizes: Part name -> number of examples; must contain ``"train"``.
-        labels: Part name -> class labels for stratification (None: no stratification).
-        seed: Seed of every random choice.
-        val_fraction: Fraction of the train part carved into validation when the source has no validation part.
-        test_fraction: Fraction of the train part carved into test when the source has no test part.
-
-    Returns:
-        Split name -> (part name, int64 indices into that part in seeded, class-balanced order; see
-        :func:`limit_splits`). Keys: train, validation, test, then the extra parts.
+def check_size(value: Any, key: str) -> int | float:
+    """Checks a held-out split size: a count (int >= 0) or a fraction in (0, 1).
 
     Raises:
-        ValueError: No train part, bad fractions, or too few examples to carve the missing splits.
+        ValueError: Anything else (booleans, negative counts, fractions outside (0, 1)); names ``key``.
     """
-    if "train" not in sizes:
-        raise ValueError(f"A source must provide a 'train' part; it gave {sorted(sizes)}.")
-    n = int(sizes["train"])
-    order = stratified_order(n, labels.get("train"), _rng(seed, "train"))
-    plan: dict[str, tuple[str, np.ndarray]] = {}
-    start = 0
-    carve = (("test", test_fraction, "test_fraction"), ("validation", val_fraction, "val_fraction"))
-    for split, fraction, key in carve:
-        if split in sizes:
-            continue
-        count = _carve_count(fraction, n, key)
-        plan[split] = ("train", order[start : start + count])
-        start += count
-    if start >= n:
+    message = f"{key} must be a count (int >= 0) or a fraction in (0, 1); got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{message}.")
+    if isinstance(value, numbers.Integral):
+        if value < 0:
+            raise ValueError(f"{message}.")
+        return int(value)
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{message} (write a count without a decimal point).")
+    return float(value)
+
+
+def size_count(size: int | float, n: int) -> int:
+    """The number of examples a checked size means out of ``n`` (a fraction keeps at least one)."""
+    return max(1, int(round(size * n))) if isinstance(size, float) else int(size)
+
+
+def group_units(keys: Sequence[Hashable]) -> list[np.ndarray]:
+    """Groups example positions by key, in order of first appearance (the units of a grouped split)."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [np.asarray(members, dtype=np.int64) for members in groups.values()]
+
+
+def split(
+    n: int,
+    held_out: Mapping[str, int | float],
+    rng: np.random.Generator,
+    labels: np.ndarray | None = None,
+    groups: Sequence[np.ndarray] | None = None,
+    what: str = "The data",
+    keys: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Splits ``range(n)`` into the held-out splits (filled in the given order) and ``"train"`` (the rest).
+
+    Args:
+        n: Number of examples.
+        held_out: Split name -> size (see :func:`check_size`; the key names the size in messages), in fill order.
+        rng: The random generator (the only source of randomness).
+        labels: Class of each example to stratify by (ignored with ``groups``), or None.
+        groups: Units of examples kept together (see :func:`group_units`); None: every example is its own unit.
+            A split then holds its count to within one group.
+        what: Names the data in messages.
+        keys: Split name -> the setting that sized it, for messages (default: the split name).
+
+    Returns:
+        Split name -> int64 positions in the seeded order; ``"train"`` last.
+
+    Raises:
+        ValueError: The held-out splits leave no training data.
+    """
+    counts = {name: size_count(size, n) for name, size in held_out.items()}
+    if groups is None:
+        order = stratified_order(n, labels, rng)
+        out, start = {}, 0
+        for name, count in counts.items():
+            out[name], start = order[start : start + count], start + count
+        out["train"] = order[start:]
+    else:
+        filled: dict[str, list[np.ndarray]] = {name: [] for name in (*counts, "train")}
+        sizes = dict.fromkeys(filled, 0)
+        for unit in stratified_order(len(groups), None, rng):
+            name = next((k for k, c in counts.items() if sizes[k] < c), "train")
+            filled[name].append(groups[unit])
+            sizes[name] += len(groups[unit])
+        out = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in filled.items()}
+    if len(out["train"]) == 0:
+        names = {k: (keys or {}).get(k, k) for k in counts}
+        asked = " and ".join(f"{names[k]}={held_out[k]} ({counts[k]})" for k in counts)
         raise ValueError(
-            f"The train part has {n} examples: too few to carve validation/test splits "
-            f"(val_fraction={val_fraction}, test_fraction={test_fraction}) and keep training data."
+            f"{what} has {n} examples: {asked} leave none for training; lower {'/'.join(names.values())}"
+            + ("" if groups is None else f" (the examples form {len(groups)} groups, split whole)")
+            + "."
         )
-    plan["train"] = ("train", order[start:])
-    for part, size in sizes.items():
-        if part != "train":
-            plan[part] = (part, stratified_order(int(size), labels.get(part), _rng(seed, part)))
-    return {name: plan[name] for name in (*SPLITS, *(p for p in plan if p not in SPLITS))}
-
-
-def limit_splits(
-    plan: Mapping[str, tuple[str, np.ndarray]],
-    limit_train: int | None = None,
-    limit_eval: int | None = None,
-) -> dict[str, tuple[str, np.ndarray]]:
-    """Caps split sizes (keeping each split's seeded, class-balanced prefix) and sorts the indices.
-
-    Args:
-        plan: Output of :func:`plan_splits` (indices still in seeded order).
-        limit_train: Maximum number of training examples, or None.
-        limit_eval: Maximum number of examples of every other split, or None.
-
-    Returns:
-        Split name -> (part name, sorted indices).
-
-    Raises:
-        ValueError: A limit below 1.
-    """
-    out = {}
-    for name, (part, indices) in plan.items():
-        limit = limit_train if name == "train" else limit_eval
-        if limit is not None:
-            if int(limit) < 1:
-                raise ValueError(f"{'limit_train' if name == 'train' else 'limit_eval'} must be >= 1; got {limit}.")
-            indices = indices[: int(limit)]
-        out[name] = (part, np.sort(indices))
     return out
 
 
-def make_splits(
-    sizes: Mapping[str, int],
-    labels: Mapping[str, np.ndarray | None],
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    limit_train: int | None = None,
-    limit_eval: int | None = None,
-) -> dict[str, tuple[str, np.ndarray]]:
-    """:func:`plan_splits` followed by :func:`limit_splits`.
+def limit(indices: np.ndarray, cap: int | None) -> np.ndarray:
+    """The first ``cap`` positions of a split (its seeded, class-balanced prefix), or all when ``cap`` is None."""
+    return indices if cap is None else indices[: int(cap)]
 
-    Args:
-        sizes: Part name -> number of examples.
-        labels: Part name -> class labels or None.
-        seed: Seed of every random choice.
-        val_fraction: Fraction of train carved into validation when missing.
-        test_fraction: Fraction of train carved into test when missing.
-        limit_train: Cap on training examples.
-        limit_eval: Cap on examples of each evaluation split.
 
-    Returns:
-        Split name -> (part name, sorted indices).
-    """
-    plan = plan_splits(sizes, labels, seed, val_fraction, test_fraction)
-    return limit_splits(plan, limit_train, limit_eval)
+def check_limit(value: Any, key: str) -> int | None:
+    """Checks a cap on a split's size: None or an int >= 1 (``key`` names it in the message)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{key} must be None or an int >= 1; got {value!r}.")
+    return int(value)

