@@ -2,12 +2,15 @@
 
 The method library's names (``loldu.LoLDUConfig``, ``loldu.apply_method``...) are imported on first use, so that
 ``import loldu.config`` (what composing a Hydra config needs) loads no torch. Touching any of them imports
-:mod:`loldu.methods`, which registers LoLDU and SVFit with PEFT.
+:mod:`loldu.methods`, which registers LoLDU and SVFit with PEFT. Where torch is already loaded (a library user's
+``import torch, loldu``), the import registers them at once, so ``PeftModel.from_pretrained`` of a LoLDU adapter
+works right after ``import loldu``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -27,3 +30,7 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *importlib.import_module(".methods", __name__).__all__])
+
+
+if "torch" in sys.modules:  # importing the method library costs nothing more then; PEFT learns LoLDU/SVFit
+    importlib.import_module(".methods", __name__)

@@ -93,3 +93,13 @@ def test_a_method_config_imported_first_in_a_fresh_interpreter_works():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_import_loldu_after_torch_registers_with_peft():
+    """A library user's `import torch, loldu` is enough for PeftModel.from_pretrained to know LoLDU and SVFit."""
+    code = (
+        "import torch, loldu\n"
+        "from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING\n"
+        "assert 'LOLDU' in PEFT_TYPE_TO_CONFIG_MAPPING and 'SVFIT' in PEFT_TYPE_TO_CONFIG_MAPPING\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
