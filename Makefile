@@ -39,8 +39,8 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff check --fix loldu tests benchmarks
 	$(VENV)/bin/ruff format loldu tests benchmarks
 
-bench: $(STAMP) ## Step time and memory of every method on BERT-base shapes (printed table)
-	$(PY) -m benchmarks.step_time
+bench: $(STAMP) ## LU setup, step time (interleaved rounds) and LLaMA-shaped memory tables; ARGS="--quick", "--rounds N", "--only setup|step|memory"
+	$(PY) -m benchmarks.run $(ARGS)
 
 train: $(STAMP) ## The default run, offline on CPU: MiniLM + Rotten Tomatoes + LoLDU at full rank
 	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)

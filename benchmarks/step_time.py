@@ -1,16 +1,14 @@
-"""Training-step time and memory of every method on BERT-base shapes.
+"""Training-step time and memory of LoRA, LoLDU (every forward path) and SVFit on BERT-base shapes.
 
-Run from the project root: ``python -m benchmarks.step_time`` (quick check: add
-``--layers 1 --steps 1 --warmup 1 --seq 32``). Each row runs in its own
-subprocess (``--worker ROW``) that prints one JSON line; the parent prints a
-markdown table and a PASS/FAIL summary of the project's bars (a report only:
-the exit status is 0 whatever it says).
+Rows run in interleaved rounds (see :mod:`benchmarks.rounds`): every round runs
+each row once, in its own subprocess (``--worker ROW``, one JSON line back),
+timing ``--steps`` steps in float32 and then as many under bf16 autocast. A row
+reports the median over rounds of its per-round ratio to LoRA r8 and the
+spread (min-max). Nothing is asserted: bars print PASS/FAIL.
 
-Peak step memory is the step's own peak: on CPU, peak RSS (``ru_maxrss``) during
-the steps minus the RSS right after the model was built and the method applied
-(the peak mark is reset there through ``/proc/self/clear_refs`` where Linux
-allows it, so setup transients such as the LU do not count); on CUDA,
-``max_memory_allocated`` minus the memory allocated at that point.
+Peak step memory is the float32 steps' own peak: on CPU the RSS high-water
+mark reset right after setup (:mod:`benchmarks.rss`); on CUDA
+``max_memory_allocated`` minus what was allocated at that point.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ import argparse
 import gc
 import json
 import math
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,11 +26,14 @@ from typing import NamedTuple
 
 from loldu.methods.diagonal import dz_grad_costs
 
+from .rounds import Series, run_rounds, verdict
+from .rss import MIB, current_rss, max_rss, reset_peak_rss
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["query", "value"]
 PATHS = ("activation", "weight", "fused", "auto")
 REFERENCE = "lora r8"
-MIB = 1024 * 1024
+KEYS = ("fp32", "bf16")
 
 
 class Row(NamedTuple):
@@ -46,24 +45,22 @@ class Row(NamedTuple):
     path: str | None = None
 
 
-def all_rows() -> list[Row]:
-    """Every configuration, in display order."""
-    rows = [Row("none (encoder grads on)", "full"), Row(REFERENCE, "lora", 8)]
-    rows += [Row("vera r256", "vera", 256), Row("fourierft n1000", "fourierft", 1000)]
-    rows += [Row(f"loldu r{r} {p}", "loldu", r, p) for r in (8, 64, 768) for p in PATHS]
-    return rows + [Row("svfit r768 auto", "svfit", 768, "auto")]
+def ranks(hidden: int) -> tuple[int, ...]:
+    """LoLDU ranks for a hidden size: 8, 64 and full rank (fewer when the model is tiny)."""
+    return tuple(sorted({min(8, hidden), min(64, hidden), hidden}))
+
+
+def all_rows(hidden: int = 768) -> list[Row]:
+    """Every configuration, in display order (the first four only run when ``--rows`` names them)."""
+    full = hidden
+    rows = [Row("none (encoder grads on)", "full"), Row("vera r256", "vera", 256)]
+    rows += [Row("fourierft n1000", "fourierft", 1000), Row(REFERENCE, "lora", 8)]
+    rows += [Row(f"loldu r{r} {p}", "loldu", r, p) for r in ranks(hidden) for p in PATHS]
+    return rows + [Row(f"svfit r{full} auto", "svfit", full, "auto")]
 
 
 def theory_macs(row: Row, tokens: int, targets: list[tuple[int, int]], encoder: list[tuple[int, int]], picks) -> float:
-    """Extra multiply-adds per training step the adapter needs in theory, summed over adapted matrices.
-
-    Args:
-        row: the configuration.
-        tokens: T = batch * seq.
-        targets: (in, out) of each adapted matrix.
-        encoder: (in, out) of every Linear in the encoder (for full fine-tuning).
-        picks: the forward path of each adapted matrix (LoLDU/SVFit), in ``targets`` order.
-    """
+    """Extra multiply-adds per training step the adapter needs in theory, summed over adapted matrices."""
     t, r = tokens, row.r
     if row.method == "full":
         return float(sum(t * i * o for i, o in encoder))
@@ -74,8 +71,7 @@ def theory_macs(row: Row, tokens: int, targets: list[tuple[int, int]], encoder: 
         elif row.method == "vera":
             total += 2 * t * r * (i + o) + t * (r + o)
         elif row.method == "fourierft":
-            fft = 5 * o * i * math.log2(o * i)
-            total += 2 * fft + 3 * t * o * i
+            total += 2 * 5 * o * i * math.log2(o * i) + 3 * t * o * i
         elif picks[k] == "activation":
             total += 2 * t * r * (i + o)
         elif picks[k] == "fused":
@@ -85,75 +81,58 @@ def theory_macs(row: Row, tokens: int, targets: list[tuple[int, int]], encoder: 
     return total
 
 
-def current_rss() -> int:
-    """Resident set size now, in bytes (the peak so far where /proc is missing)."""
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return max_rss()
-
-
-def max_rss() -> int:
-    """Peak resident set size from ``getrusage``, in bytes."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark, which ``ru_maxrss`` reads (Linux >= 4.0); True if it worked."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def run_worker(row: Row, args: argparse.Namespace) -> dict:
-    """Build the model, apply the method, time the training steps; return the row's measurements."""
-    import torch
-    from torch import nn
+def _build(row: Row, args, torch):
     from transformers import BertConfig, BertModel, set_seed
 
-    from loldu.methods import SVFitLayer, apply_method, count_parameters, frozen_buffer_count
-    from loldu.methods.loldu import LoLDULayer
+    from loldu.methods import apply_method
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     set_seed(0)
-    model = BertModel(BertConfig(num_hidden_layers=args.layers)).to(device, dtype)
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    encoder = [(m.in_features, m.out_features) for n, m in linears if n.startswith("encoder.")]
-    targets = [(m.in_features, m.out_features) for n, m in linears if n.rsplit(".", 1)[-1] in TARGETS]
+    cfg = BertConfig(
+        num_hidden_layers=args.layers,
+        hidden_size=args.hidden,
+        num_attention_heads=max(1, args.hidden // 64),
+        intermediate_size=4 * args.hidden,
+    )
+    model = BertModel(cfg).to(args.device)
     spec = {"name": row.method} if row.method == "full" else {"name": row.method, "r": row.r, "target_modules": TARGETS}
     spec["options"] = {"forward_path": row.path} if row.path else {}
     start = time.perf_counter()
     model = apply_method(model, spec)
-    setup_s = time.perf_counter() - start
+    return model, time.perf_counter() - start
+
+
+def run_worker(row: Row, args: argparse.Namespace) -> dict:
+    """Build the model, apply the method, time float32 and bf16-autocast steps; return the measurements."""
+    import torch
+    from torch import nn
+
+    from loldu.methods import SVFitLayer, count_parameters
+    from loldu.methods.loldu import LoLDULayer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, setup_s = _build(row, args, torch)
     model.train()
-
-    tokens = args.batch * args.seq
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and "base_layer" not in n]
+    encoder = [(m.in_features, m.out_features) for n, m in linears if ".encoder." in f".{n}"]
     diag = [m for m in model.modules() if isinstance(m, (LoLDULayer, SVFitLayer))]
+    targets = [(m.in_features, m.out_features) for m in diag] or [(args.hidden, args.hidden)] * 2 * args.layers
+    tokens = args.batch * args.seq
     picks = [m.choose_path("default", tokens) for m in diag]
-    macs = theory_macs(row, tokens, targets, encoder, picks)
-    buffers = frozen_buffer_count(model)
-    bar = sum(m.r["default"] * (m.in_features + m.out_features) for m in diag) // max(len(diag), 1)
-    params = count_parameters(model)
-
+    device = torch.device(args.device)
     ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq), device=device)
-    # Mean square of a fixed random projection: the plain mean square of a LayerNorm output is ~1
-    # whatever the input, which would leave only rounding noise in the gradients.
+    # Mean square of a fixed random projection: the plain mean square of a LayerNorm output is ~1 whatever the input.
     proj = torch.randn(model.config.hidden_size, device=device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    def step() -> float:
+    def step(autocast: bool) -> float:
         sync()
         t0 = time.perf_counter()
-        out = model(input_ids=ids).last_hidden_state
-        loss = (out.float() @ proj).pow(2).mean()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model(input_ids=ids).last_hidden_state
+            loss = (out.float() @ proj).pow(2).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -163,144 +142,122 @@ def run_worker(row: Row, args: argparse.Namespace) -> dict:
     gc.collect()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-        base_mem, mem_source = torch.cuda.memory_allocated(), "cuda max_memory_allocated"
+        base_mem = torch.cuda.memory_allocated()
     else:
         base_mem = current_rss()
-        reset = reset_peak_rss()
-        mem_source = "ru_maxrss, peak reset after setup" if reset else "ru_maxrss (lifetime peak)"
+        reset_peak_rss()
     for _ in range(args.warmup):
-        step()
-    times = [step() for _ in range(args.steps)]
+        step(False)
+    fp32 = statistics.median([step(False) for _ in range(args.steps)])
     peak = torch.cuda.max_memory_allocated() if cuda else max_rss()
-    device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    return {
-        "name": row.name,
-        "median_s": statistics.median(times),
-        "times_s": times,
-        "peak_mib": (peak - base_mem) / MIB,
-        "mem_source": mem_source,
-        "adapter": params["adapter"],
-        "buffers_per_matrix": buffers / len(diag) if diag else None,
-        "bar": bar if diag else None,
-        "auto_picked": ",".join(sorted(set(picks))) if row.path == "auto" else None,
-        "gmacs": macs / 1e9,
-        "setup_s": setup_s,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device_name,
-    }
+    res = {"fp32": fp32, "peak_mib": (peak - base_mem) / MIB, "setup_s": setup_s, "torch": torch.__version__}
+    try:
+        for _ in range(args.warmup):
+            step(True)
+        res["bf16"] = statistics.median([step(True) for _ in range(args.steps)])
+    except Exception as err:  # report, do not hide: helper A fixes autocast paths
+        res["error:bf16"] = f"error: {str(err).splitlines()[0][:80]}"
+    res.update(
+        adapter=count_parameters(model)["adapter"],
+        auto_picked=",".join(sorted(set(picks))) if row.path == "auto" else None,
+        gmacs=theory_macs(row, tokens, targets, encoder, picks) / 1e9,
+        threads=torch.get_num_threads(),
+        device=torch.cuda.get_device_name(device) if cuda else "cpu",
+    )
+    return res
+
+
+WORKER_KEYS = ("device", "batch", "seq", "layers", "hidden", "steps", "warmup", "threads")
 
 
 def run_row(row: Row, args: argparse.Namespace) -> dict:
-    """Run one row in a fresh interpreter and parse its JSON line."""
+    """Run one row once in a fresh interpreter and parse its JSON line (in this one with ``--in-process``)."""
+    if args.in_process:
+        return run_worker(row, args)
     cmd = [sys.executable, "-m", "benchmarks.step_time", "--worker", row.name]
-    for key in ("device", "dtype", "batch", "seq", "layers", "steps", "warmup", "threads"):
+    for key in WORKER_KEYS:
         cmd += [f"--{key}", str(getattr(args, key))]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"name": row.name, "error": f"exit {proc.returncode}: {err}"}
+        return {"error": f"exit {proc.returncode}: {err}"}
     return json.loads(lines[-1])
 
 
-def fmt_row(row: Row, res: dict, ref: float | None) -> str:
+HEADER = (
+    "| method | r | path | auto picked | adapter params | fp32 step (s) | x LoRA r8 (median) | spread | "
+    "bf16 autocast x LoRA r8 | peak step mem (MiB) | extra GMACs (theory) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def fmt_row(row: Row, s: Series) -> str:
     """One markdown table line."""
-    method = row.name if row.method == "full" else row.method
-    r = "-" if row.r is None else str(row.r)
-    head = f"| {method} | {r} | {row.path or '-'} | "
-    if "error" in res:
-        return head + f"- | {res['error']} | | | | | |"
-    bufs = "-" if res["buffers_per_matrix"] is None else f"{res['buffers_per_matrix']:,.0f} (bar {res['bar']:,})"
-    ratio = f"{res['median_s'] / ref:.2f}x" if ref else "-"
+    head = f"| {row.method if row.method != 'full' else row.name} | {row.r or '-'} | {row.path or '-'} | "
+    if "row" in s.errors:
+        return head + f"- | - | {s.errors['row']} | | | | | |"
+    e = s.extra
+    bf16 = s.errors.get("bf16") or (f"{s.ratio('bf16'):.2f}x ({s.spread('bf16')})" if s.ratio("bf16") else "-")
+    ratio = f"{s.ratio('fp32'):.2f}x" if s.ratio("fp32") else "-"
     return head + (
-        f"{res['auto_picked'] or '-'} | {res['adapter']:,} | {bufs} | {res['median_s']:.4f} | {ratio} | "
-        f"{res['peak_mib']:.0f} | {res['gmacs']:.3f} |"
+        f"{e['auto_picked'] or '-'} | {e['adapter']:,} | {s.time('fp32'):.4f} | {ratio} | {s.spread('fp32')} | "
+        f"{bf16} | {e['peak_mib']:.0f} | {e['gmacs']:.3f} |"
     )
 
 
-def summary(results: dict[str, dict], ref: float | None) -> list[str]:
-    """PASS/FAIL lines for the project's bars (a report: nothing is asserted)."""
-
-    def median(name: str) -> float | None:
-        res = results.get(name)
-        return res["median_s"] if res and "error" not in res else None
-
-    def verdict(ok: bool | None) -> str:
-        return "SKIP (rows not run)" if ok is None else ("PASS" if ok else "FAIL")
-
-    lines = []
-    for r in (8, 64, 768):
-        auto, limit = median(f"loldu r{r} auto"), (1.03 if r <= 64 else 1.20)
-        ok = None if auto is None or not ref else auto / ref <= limit
-        shown = f"{auto / ref:.2f}x" if ok is not None else "n/a"
-        lines.append(f"- LoLDU auto r{r} <= {limit:.2f}x LoRA r8: {shown} -> {verdict(ok)}")
-    for r in (8, 64, 768):
-        auto = median(f"loldu r{r} auto")
-        paths = [median(f"loldu r{r} {p}") for p in PATHS[:3]]
-        ok = None if auto is None or None in paths else auto <= 1.05 * min(paths)
-        shown = f"{auto / min(paths):.2f}x best path" if ok is not None else "n/a"
-        lines.append(f"- LoLDU auto r{r} within 5% of its best path: {shown} -> {verdict(ok)}")
-    diag = [res for res in results.values() if "error" not in res and res["buffers_per_matrix"] is not None]
-    over = [res["name"] for res in diag if res["buffers_per_matrix"] > res["bar"]]
-    ok = None if not diag else not over
-    lines.append(f"- frozen buffers per adapted matrix <= r*(in+out) ({len(diag)} rows): {verdict(ok)}")
-    if over:
-        lines.append(f"  over the bar: {', '.join(over)}")
+def bars(series: dict[str, Series], hidden: int) -> list[str]:
+    """PASS/FAIL table of the project's step-time bars (a report: nothing is asserted)."""
+    lines = ["| bar | measured (median per-round ratio) | verdict |", "|---|---|---|"]
+    for r in ranks(hidden):
+        auto = series.get(f"loldu r{r} auto")
+        limit = 1.03 if r <= 64 else 1.10
+        val = auto.ratio("fp32") if auto else None
+        shown = f"{val:.2f}x" if val else "n/a"
+        ok = None if val is None else val <= limit
+        lines.append(f"| LoLDU auto r{r} <= {limit:.2f}x LoRA r8 | {shown} | {verdict(ok)} |")
+    for r in ranks(hidden):
+        auto = series.get(f"loldu r{r} auto")
+        paths = [series.get(f"loldu r{r} {p}") for p in PATHS[:3]]
+        vals = [x.ratio("fp32") if x else None for x in [auto, *paths]]
+        ok = None if None in vals else vals[0] <= 1.05 * min(vals[1:])
+        shown = f"{vals[0] / min(vals[1:]):.2f}x best path" if ok is not None else "n/a"
+        lines.append(f"| LoLDU auto r{r} within 5% of its best path | {shown} | {verdict(ok)} |")
     return lines
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--layers", type=int, default=12, help="encoder layers (shrink for quick checks)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per row")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--rows", default="", help="comma-separated substrings selecting rows (LoRA r8 always runs)")
-    p.add_argument("--out", default=None, help="also write the report (markdown) to this file")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+def selected_rows(args: argparse.Namespace) -> list[Row]:
+    """The rows ``--rows`` asks for (default: LoRA r8, LoLDU per rank and path, SVFit)."""
+    rows = all_rows(args.hidden)
+    wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
+    if not wanted:
+        return [r for r in rows if r.method in ("lora", "loldu", "svfit")]
+    return [r for r in rows if r.name == REFERENCE or any(w in r.name for w in wanted)]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every selected row in its own subprocess and print the table and summary."""
-    args = parse_args(argv)
-    rows = all_rows()
-    if args.worker:
-        row = {r.name: r for r in rows}[args.worker]
-        print(json.dumps(run_worker(row, args)), flush=True)
-        return
-    wanted = [s.strip() for s in args.rows.split(",") if s.strip()]
-    rows = [r for r in rows if r.name == REFERENCE or not wanted or any(s in r.name for s in wanted)]
-    results = {}
-    for row in sorted(rows, key=lambda r: r.name != REFERENCE):  # the reference runs first
-        print(f"running {row.name} ...", file=sys.stderr, flush=True)
-        results[row.name] = run_row(row, args)
-    ref_res = results[REFERENCE]
-    ref = ref_res.get("median_s")
-    info = ref_res if "error" not in ref_res else {"torch": "?", "threads": "?", "device": args.device}
-    header = (
-        f"torch {info['torch']} | device {info['device']} | {args.dtype} | threads {info['threads']} | "
-        f"batch {args.batch} x seq {args.seq} | layers {args.layers} | steps {args.steps} (warmup {args.warmup}) "
-        f"| memory: {ref_res.get('mem_source', '?')}"
+def run_step(args: argparse.Namespace) -> list[str]:
+    """The step-time table, rows printed as they become final; returns the report lines."""
+    rows = selected_rows(args)
+    by_name = {r.name: r for r in rows}
+    head = (
+        f"device {args.device} | threads {args.threads or 'default'} | batch {args.batch} x seq {args.seq} | "
+        f"layers {args.layers} | hidden {args.hidden} | {args.rounds} rounds x {args.steps} steps "
+        f"(warmup {args.warmup})"
     )
-    table = [
-        "| method | r | path | auto picked | adapter params | buffers/matrix (bar r*(in+out)) | median step (s) "
-        "| x LoRA r8 | peak step mem (MiB) | extra GMACs (theory) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    table += [fmt_row(r, results[r.name], ref) for r in rows]
-    report = [header, "", *table, "", "Bars:", *summary(results, ref)]
-    text = "\n".join(report)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print(head + "\n\n" + HEADER, flush=True)
+    lines = [head, "", HEADER]
+
+    def final(s: Series) -> None:
+        lines.append(fmt_row(by_name[s.name], s))
+        print(lines[-1], flush=True)
+
+    series = run_rounds(list(by_name), REFERENCE, args.rounds, lambda n, k: run_row(by_name[n], args), KEYS, final)
+    table = bars(series, args.hidden)
+    print("\n" + "\n".join(table), flush=True)
+    return [*lines, "", *table]
 
 
 if __name__ == "__main__":
+    from .run import main
+
     main()

@@ -10,17 +10,18 @@ pivoting), with the permutations folded into the factors
 (``left = P L_r``, ``right = U'_r Q^T``), so no permutation matrix is stored.
 SVFit takes the top-r singular triplets.
 
-The LU here is our own left-looking (Crout) elimination rather than
-``torch.linalg.lu`` because the project needs two things LAPACK does not give:
+The LU's pivot search is LAPACK's (blocked partial pivoting); two things LAPACK
+does not give are added around it (kernels in :mod:`loldu.methods._lu`):
 
 * a *replay* mode that rebuilds the factors from a saved pivot order, so an
   adapter trained on one machine rebuilds the same factors on another even
   where two candidate pivots tie and a different library would pick the other;
 * exact, finite factors for rank-deficient weights. Partial pivoting alone
   meets a zero pivot with a non-zero rest of its row, which ``D U'`` cannot
-  express; when a pivot column is exactly zero we fall back to a column swap
-  (a step of complete pivoting), so every zero pivot has a zero remaining
-  block and ``W = P L D U' Q^T`` holds exactly for the kept part.
+  express; when one of the kept pivots is zero the search falls back to an
+  elimination with column swaps (a step of complete pivoting), so every zero
+  pivot has a zero remaining block and ``W = P L D U' Q^T`` holds exactly for
+  the kept part.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from . import _lu
 
 
 @dataclass
@@ -84,19 +87,27 @@ def lu_factors(
 
     ``L`` is unit lower triangular, ``U'`` unit upper triangular. Rows are
     chosen by partial pivoting (largest |entry| of the pivot column, first index
-    on ties); columns stay in order unless a pivot column is exactly zero, in
-    which case the largest entry of the remaining block is swapped in. Where the
+    on ties); columns stay in order unless a pivot column is zero, in which
+    case the largest entry of the remaining block is swapped in. Where the
     remaining block is entirely zero, the pivot is 0 and the unit vectors are
     kept as its L column and U' row, so the direction stays trainable. "Zero"
     means at most ``max|W| * max(out, in) * eps`` (rounding noise).
+
+    The pivot search is LAPACK's (``torch.linalg.lu_factor_ex`` on the first r
+    columns, blocked, no host sync per pivot) and its factors are returned as
+    they are; only when one of the first r pivots is zero does the exact
+    Python-loop elimination with column swaps run instead.
 
     Args:
         weight: (out, in) weight; not modified.
         r: number of pivots to keep, 1 <= r <= min(out, in).
         dtype: computation dtype, float32 (default) or float64.
-        row_order, col_order: replay a saved pivot order instead of searching.
-            Given both, the factors are rebuilt by the same arithmetic that
-            produced them.
+        row_order, col_order: replay a saved pivot order. If the search here
+            finds that order, its factors are returned, so an order saved on
+            the same device kind rebuilds bit-identical factors. Another order
+            (from another device kind, where a near-tie went the other way, or
+            from an older version) is rebuilt by an unpivoted LU of the
+            permuted weight: the same factors up to rounding.
 
     Returns:
         Factors with ``left = P L_r`` (out, r), ``d = D_r``, ``right = U'_r Q^T``
@@ -114,46 +125,15 @@ def lu_factors(
     if replay:
         if row_order is None or col_order is None:
             raise ValueError("replaying an LU needs both row_order and col_order")
-        rows = _checked_order(row_order, n_out, "row_order").to(dev)
-        cols = _checked_order(col_order, n_in, "col_order").to(dev)
-        a = a[rows][:, cols]
-    else:
-        rows = torch.arange(n_out, device=dev)
-        cols = torch.arange(n_in, device=dev)
-        a = a.clone()
-    lo = torch.zeros(n_out, r, dtype=dt, device=dev)  # L columns (permuted rows)
-    up = torch.zeros(r, n_in, dtype=dt, device=dev)  # U rows (permuted cols)
-    d = torch.zeros(r, dtype=dt, device=dev)  # pivots
+        want_rows = _checked_order(row_order, n_out, "row_order").to(dev)
+        want_cols = _checked_order(col_order, n_in, "col_order").to(dev)
     # Pivots this small are rounding noise of an exactly rank-deficient weight
     # (e.g. 4e-16 where the exact value is 0): treat them as zero.
     tol = float(a.abs().max()) * max(n_out, n_in) * torch.finfo(dt).eps
-    for k in range(r):
-        # Column k and row k of the Schur complement (Crout step): W minus the
-        # part eliminated so far, L[:, :k] diag(D[:k]) U'[:k, :].
-        col = a[k:, k] - lo[k:, :k] @ (d[:k] * up[:k, k])
-        if not replay:
-            p = int(torch.argmax(col.abs()))
-            if col[p].abs() <= tol:
-                p, c = _complete_pivot(a, lo * d, up, k, tol)
-                if c != k:
-                    _swap_cols(a, up, cols, k, c)
-                    col = a[k:, k] - lo[k:, :k] @ (d[:k] * up[:k, k])
-            if p != 0:
-                _swap_rows(a, lo, rows, k, k + p)
-                col[[0, p]] = col[[p, 0]]
-        row = a[k, k:] - (lo[k, :k] * d[:k]) @ up[:k, k:]
-        piv = col[0]
-        if piv.abs() > tol:
-            d[k] = piv
-            lo[k:, k] = col / piv
-            up[k, k:] = row / piv  # the unit upper factor U' directly
-            lo[k, k] = up[k, k] = 1.0
-        else:
-            # Whole remaining block is zero (or, in replay, this pivot was zero
-            # when saved): keep unit vectors so W is still reproduced exactly.
-            lo[k, k] = 1.0
-            up[k, k:] = 0.0
-            up[k, k] = 1.0
+    lo, d, up, rows, cols = search_lu(a, r, tol)
+    if replay and not (torch.equal(rows, want_rows) and torch.equal(cols, want_cols)):
+        rows, cols = want_rows, want_cols
+        lo, d, up = _lu.lu_from_order(a[rows][:, cols].clone(), r, tol)
     left = torch.empty_like(lo)
     left[rows] = lo  # P L_r: undo the row permutation
     right = torch.empty_like(up)
@@ -161,36 +141,25 @@ def lu_factors(
     return Factors(left, d, right, rows.clone(), cols.clone())
 
 
+def search_lu(a: torch.Tensor, r: int, tol: float):
+    """The pivot search: LAPACK's partial pivoting, or the exact slow path where a kept pivot is zero.
+
+    Returns:
+        ``(lo, d, up, rows, cols)``: unit lower (m, r) and unit upper (r, n)
+        factors in the pivoted order, the pivots, and the row/column orders.
+    """
+    found = _lu.lapack_search(a, r, tol)
+    if found is None:
+        return _lu.crout_search(a, r, tol)
+    lo, d, up, rows = found
+    return lo, d, up, rows, torch.arange(a.shape[1], device=a.device)
+
+
 def _checked_order(order: torch.Tensor, n: int, name: str) -> torch.Tensor:
     order = torch.as_tensor(order).long().flatten()
     if order.numel() != n or not torch.equal(order.sort().values.cpu(), torch.arange(n)):
         raise ValueError(f"{name} is not a permutation of range({n}); the adapter file is damaged")
     return order
-
-
-def _swap_rows(a, lo, rows, i, j):
-    a[[i, j]] = a[[j, i]]
-    lo[[i, j]] = lo[[j, i]]
-    rows[[i, j]] = rows[[j, i]]
-
-
-def _swap_cols(a, up, cols, i, j):
-    a[:, [i, j]] = a[:, [j, i]]
-    up[:, [i, j]] = up[:, [j, i]]
-    cols[[i, j]] = cols[[j, i]]
-
-
-def _complete_pivot(a, lo_d, up, k, tol):
-    """Largest entry of the remaining Schur block: (row offset from k, column).
-
-    ``lo_d`` is ``L diag(D)`` so that ``lo_d @ up`` is the eliminated part.
-    """
-    block = a[k:, k:] - lo_d[k:, :k] @ up[:k, k:]
-    flat = int(torch.argmax(block.abs()))
-    if block.reshape(-1)[flat].abs() <= tol:
-        return 0, k
-    i, j = divmod(flat, block.shape[1])
-    return i, k + j
 
 
 def svd_factors(
