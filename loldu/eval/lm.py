@@ -136,6 +136,26 @@ def run_benchmarks(
         raise ValueError(f"limit must be a positive number or None, got {limit!r}")
     manager = check_tasks(tasks, include_path, allow_code_execution)
 
+    summary = _run_tasks(
+        model_dir, tasks, manager, limit, include_path, batch_size, device, dtype, allow_code_execution
+    )
+    if output is not None:
+        write_summary(summary, output)
+    return summary
+
+
+def _run_tasks(
+    model_dir: Path,
+    tasks: Mapping[str, int | None],
+    manager,
+    limit,
+    include_path,
+    batch_size,
+    device: str,
+    dtype: str,
+    allow_code_execution: bool,
+) -> dict:
+    """Load the model, run every task, and return the summary (inputs already checked by :func:`run_benchmarks`)."""
     if allow_code_execution:
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"
     lm = _make_lm(model_dir, batch_size=batch_size, device=device, dtype=dtype)
@@ -159,8 +179,6 @@ def run_benchmarks(
             "seconds": round(time.time() - started, 1),
         },
     }
-    if output is not None:
-        write_summary(summary, output)
     return summary
 
 
