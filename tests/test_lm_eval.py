@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loldu.eval import lm
+from loldu.eval import lm, lm_tasks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -46,14 +46,14 @@ def suite_registry(monkeypatch):
 
     root = Path(lm_eval.tasks.__file__).parent
     suite_dirs = [str(root / name) for name in ("mmlu", "bbh", "drop", "humaneval")]
-    real = lm._task_manager
+    real = lm_tasks._task_manager
 
     def restricted(include_paths, include_defaults):
         if not include_defaults:
             return real(include_paths, include_defaults)
         return TaskManager(include_path=[*suite_dirs, *include_paths], include_defaults=False)
 
-    monkeypatch.setattr(lm, "_task_manager", restricted)
+    monkeypatch.setattr(lm_tasks, "_task_manager", restricted)
     return restricted
 
 

@@ -63,29 +63,10 @@ def evaluate_run(
     prompts = list(prompts or cfg.task.samples.prompts)
     if not prompts or images_per_prompt < 1:
         raise ValueError("give at least one prompt and images_per_prompt >= 1")
-    _, bundle, unet = load_run(run_dir)
-    data = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
-    data.check()
-    references = data.instance_images()
-    for prompt in prompts:  # refuses prompts the text encoder cannot take, before generating
-        check_prompt_length(bundle.tokenizer, prompt, "evaluation prompt")
-    for part in (unet, bundle.vae, bundle.text_encoder):
-        part.to(device).eval()
-    pipe = bundle.pipeline(unet=unet.get_base_model() if hasattr(unet, "get_base_model") else unet)
+    bundle, pipe, references = _pipeline_and_references(run_dir, cfg, prompts, device)
     seeds = list(range(images_per_prompt))
     generated = render(pipe, prompts, seeds, inference_steps, guidance_scale, bundle.resolution, device)
-    folder = run_dir / "eval"
-    folder.mkdir(exist_ok=True)
-    gen_prompts, names = [], {}
-    for k, image in enumerate(generated):
-        i, seed = divmod(k, images_per_prompt)
-        name = f"p{i:02d}_s{seed:02d}.png"
-        image.save(folder / name)
-        prompt = prompts[i]
-        text = " ".join(w for w in prompt.split() if w != strip_identifier) if strip_identifier else prompt
-        gen_prompts.append(text)
-        names[name] = text
-    (folder / "prompts.json").write_text(json.dumps(names, indent=2))
+    gen_prompts = _save_generated(run_dir / "eval", generated, prompts, images_per_prompt, strip_identifier)
     scores = concept_scores(
         generated, references, gen_prompts, load_encoders(encoders, dino=dino, clip=clip, device=device)
     )
@@ -101,6 +82,41 @@ def evaluate_run(
     }
     (run_dir / "concept_metrics.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def _pipeline_and_references(run_dir: Path, cfg, prompts: list[str], device: str):
+    """The run's bundle, a pipeline with its adapted UNet on ``device``, and the instance images.
+
+    Prompts the text encoder cannot take are refused before anything is generated.
+    """
+    _, bundle, unet = load_run(run_dir)
+    data = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
+    data.check()
+    references = data.instance_images()
+    for prompt in prompts:  # refuses prompts the text encoder cannot take, before generating
+        check_prompt_length(bundle.tokenizer, prompt, "evaluation prompt")
+    for part in (unet, bundle.vae, bundle.text_encoder):
+        part.to(device).eval()
+    pipe = bundle.pipeline(unet=unet.get_base_model() if hasattr(unet, "get_base_model") else unet)
+    return bundle, pipe, references
+
+
+def _save_generated(
+    folder: Path, generated: list, prompts: list[str], images_per_prompt: int, strip_identifier: str | None
+) -> list[str]:
+    """Save the images as ``p{prompt}_s{seed}.png`` with ``prompts.json``; return each image's CLIP-T prompt."""
+    folder.mkdir(exist_ok=True)
+    gen_prompts, names = [], {}
+    for k, image in enumerate(generated):
+        i, seed = divmod(k, images_per_prompt)
+        name = f"p{i:02d}_s{seed:02d}.png"
+        image.save(folder / name)
+        prompt = prompts[i]
+        text = " ".join(w for w in prompt.split() if w != strip_identifier) if strip_identifier else prompt
+        gen_prompts.append(text)
+        names[name] = text
+    (folder / "prompts.json").write_text(json.dumps(names, indent=2))
+    return gen_prompts
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

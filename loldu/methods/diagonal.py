@@ -17,7 +17,6 @@ checks that tie a saved adapter to its base (:meth:`DiagonalLayer.rebuild`).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -26,13 +25,23 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from .decompose import Factors, fingerprint, same_base
+from .decompose import Factors, fingerprint
 from .diagonal_mixed import mixed_batch_forward
+from .diagonal_parts import FORWARD_PATHS, INIT_RESIDUALS, INITS, RECOMPUTE, FactorStore, initial_z, validate_common
 from .fused import FusedDiagLinear
-from .saved_state import compact_state, expand_state
+from .saved_state import SavedStateMixin
 
-FORWARD_PATHS = ("auto", "activation", "weight", "fused")
-RECOMPUTE = ("auto", "always", "never")
+__all__ = [
+    "FORWARD_PATHS",
+    "INITS",
+    "INIT_RESIDUALS",
+    "RECOMPUTE",
+    "DiagonalLayer",
+    "FactorStore",
+    "dz_grad_costs",
+    "initial_z",
+    "validate_common",
+]
 
 
 def dz_grad_costs(tokens: int, r: int, in_f: int, out_f: int) -> tuple[int, int]:
@@ -45,38 +54,7 @@ def dz_grad_costs(tokens: int, r: int, in_f: int, out_f: int) -> tuple[int, int]
     return tokens * r * (in_f + out_f), tokens * out_f * in_f + r * out_f * in_f
 
 
-class FactorStore(nn.Module):
-    """Non-persistent per-adapter buffers, kept in the base layer's dtype.
-
-    Not a PEFT ``BufferDict`` on purpose: PEFT upcasts those to float32 for
-    half-precision bases, which would double the memory of the frozen factors
-    (the largest thing LoLDU adds). ``Module.to`` still moves them.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self._names: list[str] = []
-
-    def __setitem__(self, name: str, value: torch.Tensor) -> None:
-        self.register_buffer(f"f_{name}", value, persistent=False)
-        if name not in self._names:
-            self._names.append(name)
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return getattr(self, f"f_{name}")
-
-    def __delitem__(self, name: str) -> None:
-        delattr(self, f"f_{name}")
-        self._names.remove(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-    def keys(self) -> list[str]:
-        return list(self._names)
-
-
-class DiagonalLayer(nn.Module, BaseTunerLayer):
+class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
     """Base tuner layer for diagonal-in-the-middle adapters (see module doc).
 
     Subclasses set ``prefix`` and the matching ``adapter_layer_names`` /
@@ -304,93 +282,3 @@ class DiagonalLayer(nn.Module, BaseTunerLayer):
             )
         w_eff = torch.addmm(base.weight.to(dtype), left.to(dtype) * dz.to(dtype), right.to(dtype))
         return F.linear(x.to(dtype), w_eff, None if base.bias is None else base.bias.to(dtype))
-
-    # -- saving and loading an adapter ---------------------------------------
-    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
-        """The module's state, with a reference equal to the pivots stored once (see :mod:`.saved_state`)."""
-        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
-        compact_state(self, out, prefix)
-        return out
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Runs before the children (the BufferDicts) load their entries: check
-        # that each saved adapter belongs to this base and rebuild the frozen
-        # factors from it, or refuse before anything is written.
-        for name in list(self._dict("z").keys()):
-            where = prefix.rstrip(".") or type(self).__name__
-            saved = expand_state(self, state_dict, prefix, name, where)
-            if not saved:
-                continue
-            if self.merged:
-                raise ValueError(f"cannot load adapter {name!r} at {where} while adapters are merged; unmerge first")
-            if not same_base(saved["fingerprint"], fingerprint(self.get_base_layer().weight)):
-                raise ValueError(
-                    f"adapter {name!r} at {where} was trained on a different base weight (fingerprint mismatch). "
-                    "Load it onto the exact base model it was trained from."
-                )
-            self.rebuild(name, saved, where)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _check_rebuilt(self, name: str, saved_d: torch.Tensor, where: str, what: str) -> None:
-        d = self._dict("d")[name].float().cpu()
-        saved_d = saved_d.float().cpu()
-        scale = max(float(saved_d.abs().max()), 1e-30)
-        # A base loaded in half precision is the same base rounded: allow its rounding.
-        weight_dtype = self.get_base_layer().weight.dtype
-        tol = max(1e-3, 8 * torch.finfo(weight_dtype).eps) if weight_dtype.is_floating_point else 1e-3
-        if d.shape != saved_d.shape or not torch.allclose(d, saved_d, rtol=tol, atol=tol * scale):
-            raise ValueError(
-                f"adapter {name!r} at {where}: the rebuilt {what} differ from the saved ones, so the saved z "
-                "would mean something else here. Load it onto the base model (and dtype) it was trained on."
-            )
-
-
-def initial_z(init: str, d: torch.Tensor) -> torch.Tensor:
-    """Initial value of z for the paper's ablation (method.md), from the kept pivots d.
-
-    Random variants draw from torch's global generator (seeded by the caller).
-    """
-    r = d.numel()
-    m = d.mean()
-    s = d.std(unbiased=False)
-    if init == "lu":
-        return d.clone()
-    if init == "uniform":
-        half = m.abs() / 2
-        return (torch.rand(r) * 2 - 1).to(d) * half
-    if init == "normal":
-        return torch.randn(r).to(d) * s + m
-    if init == "constant":
-        return torch.full_like(d, float(m))
-    if init == "ones":
-        return torch.ones_like(d)
-    if init == "zeros":
-        return torch.zeros_like(d)
-    if init == "s_uniform":
-        return (torch.rand(r) * 2 - 1).to(d)
-    if init == "s_normal":
-        return torch.randn(r).to(d)
-    raise ValueError(f"unknown init {init!r}; choose one of {INITS}")
-
-
-INITS = ("lu", "uniform", "normal", "constant", "ones", "zeros", "s_uniform", "s_normal")
-INIT_RESIDUALS = ("z0", "d")
-
-
-def validate_common(config) -> None:
-    """Checks shared by LoLDUConfig and SVFitConfig (called from __post_init__)."""
-    if not isinstance(config.r, int) or isinstance(config.r, bool) or config.r < 1:
-        raise ValueError(f"r must be a positive integer, got {config.r!r}")
-    if config.alpha is not None and not (isinstance(config.alpha, (int, float)) and math.isfinite(config.alpha)):
-        raise ValueError(f"alpha must be a finite number or None (meaning alpha = r), got {config.alpha!r}")
-    if config.init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {config.init!r}")
-    if config.init_residual not in INIT_RESIDUALS:
-        raise ValueError(f"init_residual must be one of {INIT_RESIDUALS}, got {config.init_residual!r}")
-    if config.forward_path not in FORWARD_PATHS:
-        raise ValueError(f"forward_path must be one of {FORWARD_PATHS}, got {config.forward_path!r}")
-    if config.recompute not in RECOMPUTE:
-        raise ValueError(
-            f"recompute must be one of {RECOMPUTE}, got {config.recompute!r}: 'always' rebuilds the merged weight "
-            "in the fused backward (least memory), 'never' keeps it, 'auto' decides per call"
-        )

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from .decompose import fingerprint, same_base
+
 
 def order_dtype(n: int) -> torch.dtype:
     """The smallest integer dtype that holds the indices of a permutation of ``range(n)``."""
@@ -81,3 +83,50 @@ def expand_state(layer, state_dict: dict, prefix: str, name: str, where: str) ->
                 "edited?). Put back the r the adapter was saved with, or re-save it from the run."
             )
     return saved
+
+
+class SavedStateMixin:
+    """Saving and loading of a :class:`~loldu.methods.diagonal.DiagonalLayer`'s adapters (mixed into it).
+
+    ``state_dict`` stores a reference equal to the pivots once (:func:`compact_state`); loading checks that each
+    saved adapter belongs to this base (fingerprint), rebuilds its frozen factors (the layer's ``rebuild``) or
+    refuses before anything is written.
+    """
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False):
+        """The module's state, with a reference equal to the pivots stored once (see :mod:`.saved_state`)."""
+        out = super().state_dict(*args, destination=destination, prefix=prefix, keep_vars=keep_vars)
+        compact_state(self, out, prefix)
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs before the children (the BufferDicts) load their entries: check
+        # that each saved adapter belongs to this base and rebuild the frozen
+        # factors from it, or refuse before anything is written.
+        for name in list(self._dict("z").keys()):
+            where = prefix.rstrip(".") or type(self).__name__
+            saved = expand_state(self, state_dict, prefix, name, where)
+            if not saved:
+                continue
+            if self.merged:
+                raise ValueError(f"cannot load adapter {name!r} at {where} while adapters are merged; unmerge first")
+            if not same_base(saved["fingerprint"], fingerprint(self.get_base_layer().weight)):
+                raise ValueError(
+                    f"adapter {name!r} at {where} was trained on a different base weight (fingerprint mismatch). "
+                    "Load it onto the exact base model it was trained from."
+                )
+            self.rebuild(name, saved, where)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_rebuilt(self, name: str, saved_d: torch.Tensor, where: str, what: str) -> None:
+        d = self._dict("d")[name].float().cpu()
+        saved_d = saved_d.float().cpu()
+        scale = max(float(saved_d.abs().max()), 1e-30)
+        # A base loaded in half precision is the same base rounded: allow its rounding.
+        weight_dtype = self.get_base_layer().weight.dtype
+        tol = max(1e-3, 8 * torch.finfo(weight_dtype).eps) if weight_dtype.is_floating_point else 1e-3
+        if d.shape != saved_d.shape or not torch.allclose(d, saved_d, rtol=tol, atol=tol * scale):
+            raise ValueError(
+                f"adapter {name!r} at {where}: the rebuilt {what} differ from the saved ones, so the saved z "
+                "would mean something else here. Load it onto the base model (and dtype) it was trained on."
+            )
