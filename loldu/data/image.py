@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from .files import imagefolder
 from .hub import hub_image
-from .module import SplitDataModule
+from .module import LabelledDataModule
 from .packaged import ANIMAL_NAMES, animal_mnist, digits
 from .splits import check_size
 
@@ -89,7 +89,7 @@ def describe_image_source(source: str, source_args: dict | None = None) -> dict[
     return {"num_labels": None if names is None else len(names), "is_regression": False, "label_names": names}
 
 
-class ImageClassificationDataModule(SplitDataModule):
+class ImageClassificationDataModule(LabelledDataModule):
     """Image classification batches ``{"pixel_values": float (B, C, S, S), "labels": int64 (B,)}``.
 
     Images are decoded and transformed on access (``Dataset.with_transform``).
@@ -141,20 +141,8 @@ class ImageClassificationDataModule(SplitDataModule):
     def _held_out(self) -> dict[str, int | float]:
         return {"test": self.test_fraction, "validation": self.val_fraction}
 
-    @property
-    def label_names(self) -> list[str]:
-        """Class names, index i naming label i; known before setup() unless the source infers them."""
-        if self.parts is not None:
-            return list(self.parts["train"].features["label"].names)
-        names = describe_image_source(self.source, self.source_args)["label_names"]
-        if names is None:
-            raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
-        return names
-
-    @property
-    def num_labels(self) -> int:
-        """Number of classes."""
-        return len(self.label_names)
+    def _describe(self) -> dict[str, Any]:
+        return describe_image_source(self.source, self.source_args)
 
     def _build(self, split: str, rows: Dataset) -> Dataset:
         transform = build_transform(self.image_size, self.mean, self.std, split == "train", self.augment)

@@ -202,3 +202,28 @@ class SplitDataModule(L.LightningDataModule):
         """Number of examples per split after setup() (after limits)."""
         self._require_setup()
         return {name: len(dataset) for name, dataset in self.datasets.items()}
+
+
+class LabelledDataModule(SplitDataModule):
+    """A :class:`SplitDataModule` whose rows carry a ``label`` column (classification or regression)."""
+
+    def _describe(self) -> dict[str, Any]:
+        """What the source says before loading: ``label_names`` (None: inferred from the data) and more."""
+        raise NotImplementedError
+
+    @property
+    def label_names(self) -> list[str]:
+        """Class names, index i naming label i (regression: ``[target name]``); known before setup() unless the
+        source infers them from the data."""
+        feature = self.parts["train"].features.get("label") if self.parts is not None else None
+        if isinstance(feature, ClassLabel):
+            return list(feature.names)
+        names = self._describe()["label_names"]
+        if names is None:
+            raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
+        return names
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: the number of classes, 1 for regression."""
+        return len(self.label_names)

