@@ -1,7 +1,8 @@
 """Setup cost of LoLDU: ``lu_factors`` against ``torch.linalg.lu_factor`` of the same matrix.
 
 Each round times, for every shape, LAPACK's full LU and the project's rank-r
-``lu_factors`` back to back (the order alternates between rounds); a shape
+``lu_factors`` back to back (the order alternates between rounds; a call under
+about 50 ms is repeated and averaged so one timing is not one cache miss); a shape
 reports the median of its per-round ratios. Bar: at most 2x ``lu_factor``.
 """
 
@@ -21,10 +22,12 @@ QUICK_SHAPES = [(64, 64, 64), (256, 512, 64)]
 BAR = 2.0
 
 
-def _time(fn) -> float:
+def _time(fn, reps: int = 1) -> float:
+    """Seconds per call of ``fn``, over ``reps`` calls back to back."""
     start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps
 
 
 def run_setup(shapes, rounds: int, device: str = "cpu", log=None) -> list[str]:
@@ -48,9 +51,12 @@ def run_setup(shapes, rounds: int, device: str = "cpu", log=None) -> list[str]:
         lu_factors(weights[s], s[2])
         sync()
 
+    reps = {}
     for s in shapes:  # warm-up: first calls load kernels and allocate
         lapack(s)
         ours(s)
+        # Repeat a fast call so that one timing spans about 50 ms: a single 3 ms call is mostly noise here.
+        reps[s] = max(1, min(100, round(0.05 / max(_time(lambda s=s: lapack(s)), 1e-6))))
     series = {s: Series(f"{s[0]}x{s[1]} r{s[2]}") for s in shapes}
     lines = [
         "| matrix | r | lu_factors (s, median) | lu_factor (s, median) | x lu_factor (median) | spread (min-max) "
@@ -61,7 +67,7 @@ def run_setup(shapes, rounds: int, device: str = "cpu", log=None) -> list[str]:
     for k in range(rounds):
         for s in shapes:
             pair = (lapack, ours) if k % 2 == 0 else (ours, lapack)
-            t = {fn: _time(lambda fn=fn, s=s: fn(s)) for fn in pair}
+            t = {fn: _time(lambda fn=fn, s=s: fn(s), reps[s]) for fn in pair}
             series[s].add("time", t[ours], t[lapack])
             series[s].add("lapack", t[lapack], t[lapack])
             if k == rounds - 1:
