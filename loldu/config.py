@@ -55,11 +55,6 @@ def choice(group: str) -> str:
         return group
 
 
-def learning_rate(cfg: DictConfig) -> float:
-    """The peak learning rate: ``lr``, or the method's ``default_lr`` when ``lr`` is null."""
-    return cfg.lr if cfg.lr is not None else cfg.method.train.default_lr
-
-
 def check_config(cfg: DictConfig) -> None:
     """Refuse bad combinations before anything is loaded, naming the fix.
 

@@ -14,7 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from loldu.config import check_config, choice, learning_rate
+from loldu.config import check_config, choice
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.tasks import get_family
 
@@ -49,7 +49,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     metrics = family.fit(cfg, trainer, module, datamodule)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
     family.export(cfg, model, bundle, out)
-    metrics.update(lr=learning_rate(cfg), method=cfg.method.name, model=choice("model"), task=choice("task"))
+    metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(summary(family.headline(cfg, metrics, out), metrics, out))
@@ -83,7 +83,7 @@ def optim_settings(cfg: DictConfig) -> dict:
     """Keyword arguments of :class:`~loldu.tasks.common.FineTuneModule`: optimizer, lr and schedule."""
     return {
         "optimizer": instantiate(cfg.optimizer),
-        "lr": learning_rate(cfg),
+        "lr": cfg.lr,  # resolve_defaults has put the method's default_lr in for a null lr
         "weight_decay": cfg.weight_decay,
         "decay_diagonal": cfg.method.train.decay_diagonal,
         "scheduler": cfg.task_schedule.scheduler,

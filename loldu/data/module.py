@@ -7,7 +7,6 @@ splits are (:meth:`~SplitDataModule._held_out`), how to turn a split's rows into
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -18,14 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from .base import SPLITS, call_source, check_source_args
-from .splits import check_limit, limit, split, split_rng, stratified_order
-
-
-def check_count(value: Any, key: str, minimum: int = 1) -> int:
-    """Checks an integer setting (batch size, workers...) and returns it as an int; the message names ``key``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{key} must be an int >= {minimum}; got {value!r}.")
-    return int(value)
+from .splits import check_count, check_limit, limit, split, split_rng, stratified_order
 
 
 def class_labels(part: Dataset, column: str = "label") -> np.ndarray | None:

@@ -136,10 +136,13 @@ def limit(indices: np.ndarray, cap: int | None) -> np.ndarray:
     return indices if cap is None else indices[: int(cap)]
 
 
+def check_count(value: Any, key: str, minimum: int = 1, what: str = "an int") -> int:
+    """Checks an integer setting (batch size, workers, caps...) and returns it as an int; the message names ``key``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{key} must be {what} >= {minimum}; got {value!r}.")
+    return int(value)
+
+
 def check_limit(value: Any, key: str) -> int | None:
     """Checks a cap on a split's size: None or an int >= 1 (``key`` names it in the message)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{key} must be None or an int >= 1; got {value!r}.")
-    return int(value)
+    return None if value is None else check_count(value, key, what="None or an int")
