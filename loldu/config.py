@@ -23,6 +23,10 @@ ALIASES = {
 EXAMPLE_MODEL = {"text": "minilm", "image": "tiny_vit", "causal_lm": "smollm2", "diffusion": "tiny_sd"}
 # Methods whose rank is bounded by min(out, in) of the target layers.
 RANKED_METHODS = ("loldu", "svfit", "lora", "pissa")
+# Methods whose rank counts trained coefficients of fixed out x in matrices (VeRA's shared random rank-one
+# products, FourierFT's spectral entries): more than out * in of a layer cannot be independent (full_rank^2 for
+# square targets); VeRA's paper uses ranks above min(out, in), e.g. 1024 on RoBERTa-base.
+SPANNING_METHODS = ("vera", "fourierft")
 
 
 def _pick(*values):
@@ -36,8 +40,9 @@ def canonical(name: str) -> str:
 
 
 def _wandb_mode(mode: str | None) -> str:
-    """``mode``, or ``online`` when ``WANDB_API_KEY`` is set and ``offline`` when not (never a login prompt)."""
-    return mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    """The environment's ``WANDB_MODE`` when set (it wins), else ``mode``, else ``online`` when
+    ``WANDB_API_KEY`` is set and ``offline`` when not (never a login prompt)."""
+    return os.environ.get("WANDB_MODE") or mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
 for _name, _fn in (("pick", _pick), ("canonical", canonical), ("wandb_mode", _wandb_mode)):
@@ -56,12 +61,19 @@ def choice(group: str) -> str:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Refuse bad combinations before anything is loaded, naming the fix.
+    """Refuse bad input before anything is loaded, naming the fix: unknown keys, values of the wrong kind, method
+    settings the method does not read, a model/task family mismatch, ranks that cannot fit, bad method options.
 
     Raises:
-        ValueError: a model/task family mismatch, a rank larger than the model's
-            full rank, or a head-only method without a head.
+        ValueError: the first problem found, with the setting to change.
     """
+    from loldu import config_checks as checks
+
+    hydra_cfg = checks.hydra_config()
+    checks.check_top_level_keys(cfg, hydra_cfg)
+    checks.check_added_keys(cfg, hydra_cfg)
+    checks.check_values(cfg)
+    checks.check_method_settings(cfg, hydra_cfg)
     model_family, task_family = cfg.model.family, cfg.task.family
     if task_family != model_family:
         raise ValueError(
@@ -69,11 +81,29 @@ def check_config(cfg: DictConfig) -> None:
             f"{task_family} model: pick a {task_family} model (e.g. model="
             f"{EXAMPLE_MODEL.get(task_family, '...')}) or a {model_family} task"
         )
-    r = cfg.method.r
-    if cfg.method.name in RANKED_METHODS and r is not None and r > cfg.model.full_rank:
-        raise ValueError(
-            f"rank={r} does not fit {choice('model')}: its target layers allow at most "
-            f"{cfg.model.full_rank} (min(out, in)); set rank<={cfg.model.full_rank}"
-        )
+    check_rank_fits(cfg)
     if cfg.method.name == "linear_probe" and not cfg.model.head_modules:
         raise ValueError(f"linear_probe needs a head, and model {choice('model')} names no head_modules")
+    checks.check_method_options(cfg)
+
+
+def check_rank_fits(cfg: DictConfig) -> None:
+    """Refuse a rank the model's target layers cannot hold (``model.full_rank`` is their min(out, in)).
+
+    Raises:
+        ValueError: naming the largest rank that fits.
+    """
+    r, full, name = cfg.method.r, cfg.model.full_rank, cfg.method.name
+    if r is None or full is None:
+        return
+    if name in RANKED_METHODS and r > full:
+        raise ValueError(
+            f"rank={r} does not fit {choice('model')}: its target layers allow at most "
+            f"{full} (min(out, in)); set rank<={full}"
+        )
+    if name in SPANNING_METHODS and r > full * full:
+        raise ValueError(
+            f"rank={r} does not fit {choice('model')}: {name} trains {r} coefficients of fixed out x in "
+            f"matrices, more than the {full * full} entries of a {full}x{full} target layer (min(out, in) = {full}); "
+            f"set rank<={full * full}"
+        )

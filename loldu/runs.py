@@ -4,7 +4,9 @@ export the merged model that evaluation tools (lm-evaluation-harness, diffusers)
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from hydra.utils import instantiate
@@ -13,6 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 import loldu.config  # noqa: F401  (registers the resolvers a saved config may still name)
 from loldu.methods import load_adapter, merge_method
 from loldu.tasks import get_family
+
+#: The nodes of a saved config that are ever instantiated, and the package their ``_target_``s must come from:
+#: rebuilding a run calls the project's own model builders and data modules, nothing a run folder names elsewhere.
+TRUSTED_TARGETS = {"model": "loldu.models", "task": "loldu.data"}
 
 
 def load_config(run_dir: str | Path) -> DictConfig:
@@ -24,7 +30,60 @@ def load_config(run_dir: str | Path) -> DictConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (written by train.py)")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    check_targets(cfg, path)
+    return cfg
+
+
+def check_targets(cfg: DictConfig, source: str | Path = "config.yaml") -> None:
+    """Refuse a saved config whose model or task nodes name a ``_target_`` outside the project's own builders
+    (:data:`TRUSTED_TARGETS`), before anything is instantiated: a shared run folder must not run code.
+
+    Raises:
+        ValueError: naming the node, the target and the package it must come from.
+    """
+    for node, package in TRUSTED_TARGETS.items():
+        container = OmegaConf.to_container(cfg[node], resolve=False) if node in cfg else None
+        for where, target in _targets(container, node):
+            if not _trusted(target, package):
+                raise ValueError(
+                    f"{source}: {where}._target_ = {target!r} is not one of this project's builders (a callable "
+                    f"defined in {package}); refusing to rebuild the run. Only load run folders you trust, and "
+                    f"point {where}._target_ at a {package} function"
+                )
+
+
+def _targets(node: Any, where: str):
+    """``(path, _target_)`` of every node below ``node`` that Hydra would instantiate."""
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield where, node["_target_"]
+        for key, value in node.items():
+            yield from _targets(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _targets(value, f"{where}[{i}]")
+
+
+def _trusted(target: Any, package: str) -> bool:
+    """Whether ``target`` names a public callable defined in ``package`` (found without leaving it)."""
+    if not isinstance(target, str) or not target.startswith(package + "."):
+        return False
+    obj: Any = importlib.import_module(package)
+    for part in target[len(package) + 1 :].split("."):
+        if not part.isidentifier() or part.startswith("_"):
+            return False
+        if isinstance(obj, ModuleType) and not hasattr(obj, part):
+            try:
+                importlib.import_module(f"{obj.__name__}.{part}")  # a submodule of the package
+            except ImportError:
+                return False
+        obj = getattr(obj, part, None)
+        if isinstance(obj, ModuleType) and not obj.__name__.startswith(package + "."):
+            return False
+    defined_in = getattr(obj, "__module__", None) or ""
+    in_package = defined_in == package or defined_in.startswith(package + ".")
+    return callable(obj) and not isinstance(obj, ModuleType) and in_package
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
