@@ -166,7 +166,7 @@ def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> No
         if not override.is_add() or "." not in path or path in groups or path.split(".")[0] == "hydra":
             continue
         parent_path, key = path.rsplit(".", 1)
-        if parent_path == "method.options" or _consumed_by_target(cfg, parent_path):
+        if parent_path == "method.options" or _consumed_by_target(cfg, path):
             continue
         parent = OmegaConf.select(cfg, parent_path)
         siblings = [str(k) for k in parent if k != key] if OmegaConf.is_dict(parent) else []
@@ -179,6 +179,7 @@ def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> No
 
 
 def _consumed_by_target(cfg: DictConfig, path: str) -> bool:
+    """Whether the node at ``path`` or one above it is instantiated (has a ``_target_``)."""
     parts = path.split(".")
     for i in range(1, len(parts) + 1):
         node = OmegaConf.select(cfg, ".".join(parts[:i]))

@@ -100,6 +100,9 @@ def test_a_key_added_inside_a_group_must_be_read_by_something(composer):
     _refused(composer, "+task_schedule.warmup=10", match=r"task_schedule has no setting 'warmup'.*warmup_steps")
     # keyword arguments of an instantiated node (the Trainer, the model builder) pass
     check_config(composer("+trainer.max_steps=10", "+model.builder.cache_dir=/tmp"))
+    # a whole new instantiated node (a callback, a logger) passes; a bare value there is refused
+    check_config(composer("+callbacks.lr={_target_: lightning.pytorch.callbacks.LearningRateMonitor}"))
+    _refused(composer, "+callbacks.lr=5", match=r"callbacks has no setting 'lr'")
 
 
 def test_method_options_are_the_config_class_fields(composer):
