@@ -9,6 +9,7 @@ them (a node without ``_target_``); the method's options are checked against its
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from pathlib import Path
@@ -110,7 +111,12 @@ def check_values(cfg: DictConfig) -> None:
 
 def allowed_top_level(hydra_cfg: DictConfig | None = None) -> set[str]:
     """The top-level keys a run may have: those of ``conf/train.yaml`` and its groups (plus ``hydra``)."""
-    primary = OmegaConf.load(conf_dir(hydra_cfg) / f"{_primary_name(hydra_cfg)}.yaml")
+    return set(_top_level_keys(conf_dir(hydra_cfg) / f"{_primary_name(hydra_cfg)}.yaml"))
+
+
+@functools.lru_cache(maxsize=8)
+def _top_level_keys(path: Path) -> frozenset[str]:
+    primary = OmegaConf.load(path)
     keys = {str(k) for k in primary if k != "defaults"} | {"hydra"}
     for entry in primary.get("defaults") or []:
         if isinstance(entry, str) or entry is None:
@@ -119,7 +125,7 @@ def allowed_top_level(hydra_cfg: DictConfig | None = None) -> set[str]:
             name = str(group).split()[-1].split("@")[0].split("/")[0]
             if name != "_self_":
                 keys.add(name)
-    return keys
+    return frozenset(keys)
 
 
 def check_top_level_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
@@ -193,8 +199,13 @@ def _consumed_by_target(cfg: DictConfig, path: str) -> bool:
 
 def method_settings(hydra_cfg: DictConfig | None = None) -> dict[str, list[str]]:
     """Top-level keys the method configs read (``${rank}``, ``${alpha}``, ``${init}``) -> the methods that do."""
+    return _method_settings(conf_dir(hydra_cfg) / "method")
+
+
+@functools.lru_cache(maxsize=8)
+def _method_settings(folder: Path) -> dict[str, list[str]]:
     users: dict[str, list[str]] = {}
-    for path in sorted((conf_dir(hydra_cfg) / "method").glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         text = OmegaConf.to_yaml(OmegaConf.load(path))
         for key in sorted(set(_REFERENCE.findall(text))):
             users.setdefault(key, []).append(path.stem)
