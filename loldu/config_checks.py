@@ -138,7 +138,7 @@ def check_top_level_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -
     for key in cfg:
         if key in allowed:
             continue
-        value = _shown(cfg._get_node(key)._value()) if not OmegaConf.is_config(cfg[key]) else "..."
+        value = "..." if OmegaConf.is_config(cfg[key]) else _shown(cfg[key])
         if key in REDIRECTS:
             raise ValueError(f"{key} is not a setting: {REDIRECTS[key]}")
         close = _suggest(str(key), allowed - {"hydra"})
