@@ -20,6 +20,7 @@ from pathlib import Path
 from loldu.report_plot import aggregate, axis, plot, plot_params
 from loldu.report_runs import FIELDS, RESULT_PREFIXES, collect, swept_keys, value
 
+__all__ = ["aggregate", "axis", "collect", "main", "metric_columns", "swept_keys", "to_markdown"]
 COLUMNS = ("run", "status", *FIELDS, "adapter", "trainable")
 
 

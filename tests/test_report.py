@@ -12,9 +12,8 @@ import pytest
 import yaml
 from wandb_files import read_offline_run
 
+from loldu import report as rep
 from loldu.report import main as report
-from loldu.report_plot import aggregate, axis
-from loldu.report_runs import collect, swept_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"adapter": 100, "trainable": 166, "base": 1000}
@@ -47,7 +46,7 @@ def _job(folder: Path, num: int, overrides: dict, acc=0.5, status=None, metrics=
 def _sweep(folder: Path, grid: list[dict]) -> list[dict]:
     for num, overrides in enumerate(grid):
         _job(folder, num, overrides, acc=0.5 + 0.01 * num)
-    return collect(folder)
+    return rep.collect(folder)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,7 @@ def _sweep(folder: Path, grid: list[dict]) -> list[dict]:
 )
 def test_axis_follows_what_the_sweep_varied(tmp_path, grid, x, lines):
     rows = _sweep(tmp_path, grid)
-    assert axis(swept_keys(rows)) == (x, lines)
+    assert rep.axis(rep.swept_keys(rows)) == (x, lines)
     assert report([str(tmp_path)]) == 0
     assert (tmp_path / "report.png").stat().st_size > 1000
 
@@ -70,7 +69,7 @@ def test_axis_follows_what_the_sweep_varied(tmp_path, grid, x, lines):
 def test_seeds_are_averaged_with_their_spread(tmp_path):
     grid = [{"rank": r, "seed": s} for r in (8, 64) for s in (0, 1, 2)]
     rows = _sweep(tmp_path, grid)
-    groups = aggregate(rows, swept_keys(rows), ["test/acc"])
+    groups = rep.aggregate(rows, rep.swept_keys(rows), ["test/acc"])
     by_rank = {g["rank"]: g for g in groups}
     assert by_rank[8]["n"] == 3 and by_rank[8]["seeds"] == "0,1,2"
     mean, std = by_rank[64]["test/acc"]
@@ -82,7 +81,7 @@ def test_seeds_are_averaged_with_their_spread(tmp_path):
 
 def test_seed_only_sweep_is_one_point(tmp_path):
     rows = _sweep(tmp_path, [{"seed": s} for s in (0, 1, 2)])
-    (group,) = aggregate(rows, swept_keys(rows), ["test/acc"])
+    (group,) = rep.aggregate(rows, rep.swept_keys(rows), ["test/acc"])
     assert group["n"] == 3 and group["test/acc"][0] == pytest.approx(0.51)
 
 
@@ -113,7 +112,7 @@ def test_failed_unfinished_stale_and_unreadable_runs_are_shown_not_reported(tmp_
     nan_metrics["test"]["test/acc"] = None  # helper a's metrics.json: non-finite -> null
     (nan / "metrics.json").write_text(json.dumps(nan_metrics))
     _job(tmp_path, 6, {"rank": 384}, acc=0.97, status=("failed", "RuntimeError: loss is nan"))
-    rows = {r["run"]: r for r in collect(tmp_path)}
+    rows = {r["run"]: r for r in rep.collect(tmp_path)}
     assert {k: r["status"] for k, r in rows.items()} == {
         "0": "finished",
         "1": "failed",
