@@ -17,8 +17,10 @@ import logging
 import math
 from pathlib import Path
 
+import yaml
+
 from loldu.report_plot import aggregate, axis, plot, plot_params
-from loldu.report_runs import FIELDS, RESULT_PREFIXES, collect, swept_keys, value
+from loldu.report_runs import FIELDS, RESULT_PREFIXES, collect, run_folders, swept_keys, value
 
 __all__ = ["aggregate", "axis", "collect", "main", "metric_columns", "swept_keys", "to_markdown"]
 COLUMNS = ("run", "status", *FIELDS, "adapter", "trainable")
@@ -73,18 +75,16 @@ def to_markdown(rows: list[dict], metrics: list[str], swept: list[str] | None = 
 
 def _wandb_target(rows: list[dict], folder: Path, project: str | None) -> dict:
     """Project and entity the runs logged to (their config.yaml), and the sweep's group (loldu.dashboard)."""
-    import yaml
-
-    from loldu.report_runs import run_folders
-
-    target = {"project": project or "loldu", "entity": None}
+    target, sweep_name = {"project": project or "loldu", "entity": None}, None
     for run in run_folders(folder):
         cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
-        node = ((cfg or {}).get("logger") or {}).get("wandb") if isinstance(cfg, dict) else None
-        if node:
+        if isinstance(cfg, dict):
+            node = (cfg.get("logger") or {}).get("wandb") or {}
             target.update(project=project or node.get("project") or "loldu", entity=node.get("entity"))
+            sweep_name = cfg.get("sweep_name")
             break
-    sweep_name = next((r["overrides"].get("sweep") for r in rows if r["overrides"].get("sweep")), None)
+    overrides = (r["overrides"].get("sweep") for r in rows if r["overrides"].get("sweep"))
+    sweep_name = sweep_name or next(overrides, None)
     target["group"] = "_".join([sweep_name or "sweep", folder.resolve().parent.name, folder.resolve().name])
     return target
 
