@@ -90,11 +90,15 @@ def plot(groups: list[dict], metric: str, x: str | None, lines: list[str], path:
             xs = [float(categories.index(str(g[x]))) for g in members]
         order = sorted(range(len(xs)), key=xs.__getitem__)
         means, stds = zip(*(members[i][metric] for i in order), strict=True)
-        ax.errorbar([xs[i] for i in order], means, yerr=stds, marker="o", capsize=3, label=label)
+        style = "-" if numeric else "none"  # categories: points, no line between them
+        ax.errorbar([xs[i] for i in order], means, yerr=stds, marker="o", ls=style, capsize=3, label=label)
     if x is None:
         ax.set_xticks([0.0], ["all runs"])
     elif numeric and x in LOG_AXES:
         ax.set_xscale("log", base=LOG_AXES[x])
+        if x == "rank":  # the ranks themselves as ticks
+            ticks = sorted({_number(g[x]) for g in groups})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     elif not numeric:
         ax.set_xticks(range(len(categories)), categories, rotation=30 if len(categories) > 4 else 0)
     ax.set_xlabel(x or "seeds")
