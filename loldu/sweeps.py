@@ -47,12 +47,16 @@ def _unescape(value: str) -> str:
 
 
 def _full_ranks(config: DictConfig, models: list[str] | None) -> dict[str, int]:
-    """``model.full_rank`` of the launched model, or of each swept model (composed one at a time)."""
+    """``model.full_rank`` of the launched model, or of each swept model (composed one at a time); models
+    without one are left out."""
     if not models:
-        return {str(config.hydra.runtime.choices.get("model", "model")): int(config.model.full_rank)}
-    from hydra import compose
+        found = {str(config.hydra.runtime.choices.get("model", "model")): config.model.get("full_rank")}
+    else:
+        from hydra import compose
 
-    return {m: int(compose(config.hydra.job.config_name, overrides=[f"model={m}"]).model.full_rank) for m in models}
+        name = config.hydra.job.config_name
+        found = {m: compose(name, overrides=[f"model={m}"]).model.get("full_rank") for m in models}
+    return {m: int(r) for m, r in found.items() if isinstance(r, int)}
 
 
 def check_ranks(config: DictConfig) -> None:
