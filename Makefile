@@ -45,9 +45,9 @@ bench: $(STAMP) ## LU setup, step time (interleaved rounds) and LLaMA-shaped mem
 train: $(STAMP) ## The default run, offline on CPU: MiniLM + Rotten Tomatoes + LoLDU at full rank
 	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
 
-report: $(STAMP) ## Table + plot of a sweep: make report DIR=multirun/<date>/<time>
+report: $(STAMP) ## Tables + plot of a sweep (x-axis: what it varied): make report DIR=multirun/<date>/<time> [ARGS=--wandb]
 	@test -n "$(DIR)" || (echo "usage: make report DIR=<multirun folder>" && exit 2)
-	$(PY) -m loldu.report $(DIR)
+	$(PY) -m loldu.report $(DIR) $(ARGS)
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,159 +1,145 @@
-"""Collect the runs of a sweep into a markdown table and a plot (the paper's Figure 1).
+"""Collect the runs of a sweep into markdown tables and a plot whose x-axis is what the sweep varied.
 
     python -m loldu.report multirun/2026-11-23/12-00-00 [--metric test/acc] [--wandb]
+    make report DIR=multirun/2026-11-23/12-00-00 ARGS=--wandb
 
-Reads every ``metrics.json`` below the folder (one per run, written by
-``loldu.train.train``) with the run's ``config.yaml``, writes ``report.md``
-and ``report.png`` (metric against trainable parameters, log axis) into it,
-prints the table, and with ``--wandb`` logs the table and plot to W&B.
+Reads every run folder below the folder (``config.yaml``, ``metrics.json``, ``status.json`` and Hydra's
+``.hydra/overrides.yaml``, see :mod:`loldu.report_runs`), writes ``report.md`` (one row per run, failed and
+unfinished ones with their error, then the settings averaged over seeds) and ``report.png`` (see
+:mod:`loldu.report_plot`; method comparisons also ``report_params.png``) into it, prints the tables, and with
+``--wandb`` logs them and the plots to W&B, in the sweep's group of the project its runs logged to.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import math
 from pathlib import Path
 
 import yaml
 
-COLUMNS = ("run", "model", "task", "method", "rank", "init", "lr", "seed", "adapter", "trainable")
+from loldu.report_plot import aggregate, axis, plot, plot_params
+from loldu.report_runs import FIELDS, RESULT_PREFIXES, collect, run_folders, swept_keys, value
+
+__all__ = ["aggregate", "axis", "collect", "main", "metric_columns", "swept_keys", "to_markdown"]
+COLUMNS = ("run", "status", *FIELDS, "adapter", "trainable")
 
 
-def collect(folder: str | Path) -> list[dict]:
-    """One row per run folder below ``folder`` that holds a metrics.json.
-
-    Raises:
-        FileNotFoundError: if no run is found.
-    """
-    folder = Path(folder)
-    rows = []
-    for path in sorted(folder.rglob("metrics.json")):
-        metrics = json.loads(path.read_text())
-        config_path = path.parent / "config.yaml"
-        cfg = yaml.safe_load(config_path.read_text()) if config_path.exists() else {}
-        row = {
-            "run": str(path.parent.relative_to(folder)) or ".",
-            "model": metrics.get("model") or _dig(cfg, "model", "builder", "name_or_path"),
-            "task": metrics.get("task") or _dig(cfg, "task", "data", "source"),
-            "method": metrics.get("method"),
-            "rank": metrics.get("rank"),
-            "init": cfg.get("init"),
-            "lr": metrics.get("lr"),
-            "seed": metrics.get("seed"),
-            "adapter": metrics["params"]["adapter"],
-            "trainable": metrics["params"]["trainable"],
-        }
-        row.update(metrics.get("test", {}))
-        row.update(metrics.get("val", {}))
-        row.update(metrics.get("train", {}))  # diffusion runs: no validation set
-        if "val/loss" in metrics.get("val_before", {}):
-            row["val_before/loss"] = metrics["val_before"]["val/loss"]
-        row.update(_extra_results(path.parent))
-        rows.append(row)
-    if not rows:
-        raise FileNotFoundError(f"no metrics.json below {folder}: is it a run or multirun folder of train.py?")
-    return rows
+def metric_columns(rows: list[dict]) -> list[str]:
+    """The metrics to tabulate: accuracy-like ones for classifiers, losses for causal LMs and diffusion."""
+    found = sorted({k for r in rows for k in r if k.startswith(RESULT_PREFIXES) and not k.endswith("tokens")})
+    classification = any(k.startswith("test/") and not k.endswith("loss") for k in found)
+    return [k for k in found if not (classification and k.endswith("loss"))]
 
 
-def _extra_results(run: Path) -> dict:
-    """Scores the evaluation commands wrote into the run folder (concept metrics, lm-eval benchmarks)."""
-    row = {}
-    concept = run / "concept_metrics.json"
-    if concept.exists():
-        scores = json.loads(concept.read_text())
-        row.update({f"concept/{k}": scores[k] for k in ("dino", "clip_i", "clip_t") if k in scores})
-    bench = run / "benchmarks.json"
-    if bench.exists():
-        for task, values in json.loads(bench.read_text()).get("results", {}).items():
-            row.update({f"bench/{task}/{m}": v for m, v in values.items() if not m.endswith("stderr")})
-    return row
+def _cell(value, key: str = "") -> str:
+    if isinstance(value, tuple):  # (mean, std) over seeds
+        return "nan" if math.isnan(value[0]) else f"{value[0]:.4g} ± {value[1]:.2g}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int) and key in ("adapter", "trainable"):
+        return f"{value:,}"
+    return "" if value is None else str(value).replace("|", "/").replace("\n", " ")
 
 
-def _dig(cfg: dict, *keys):
-    for key in keys:
-        if not isinstance(cfg, dict) or key not in cfg:
-            return None
-        cfg = cfg[key]
-    return cfg
-
-
-def to_markdown(rows: list[dict], metrics: list[str]) -> str:
-    """A markdown table of the identifying columns and the chosen metrics."""
-    header = list(COLUMNS) + metrics
+def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for row in rows:
-        cells = []
-        for key in header:
-            value = row.get(key)
-            if isinstance(value, float):
-                value = f"{value:.4g}"
-            elif isinstance(value, int) and key in ("adapter", "trainable"):
-                value = f"{value:,}"
-            cells.append("" if value is None else str(value))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cell(v, k) for k, v in zip(header, row, strict=True)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], metric: str, path: Path) -> Path:
-    """Metric against trainable parameters (log axis), one series per method."""
-    import matplotlib
+def run_table(rows: list[dict], swept: list[str], metrics: list[str]) -> tuple[list[str], list[list]]:
+    """Header and cells of the per-run table: identity columns, the other swept overrides, metrics, error."""
+    extra = [k for k in swept if k not in COLUMNS]
+    header = list(COLUMNS) + extra + metrics + ["error"]
+    return header, [[value(r, k) if k in extra else r.get(k) for k in header] for r in rows]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method in sorted({str(r["method"]) for r in rows}):
-        pts = sorted((r["trainable"], r[metric]) for r in rows if str(r["method"]) == method and metric in r)
-        if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-    ax.set_xscale("log")
-    ax.set_xlabel("trainable parameters (incl. head)")
-    ax.set_ylabel(metric)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+def seed_table(groups: list[dict], swept: list[str], metrics: list[str]) -> tuple[list[str], list[list]]:
+    """Header and cells of the table over seeds: the swept settings, runs, seeds, mean ± std of each metric."""
+    header = [k for k in swept if k != "seed"] + ["n", "seeds"] + metrics
+    return header, [[g.get(k) for k in header] for g in groups]
+
+
+def to_markdown(rows: list[dict], metrics: list[str], swept: list[str] | None = None) -> str:
+    """The per-run table, then (several runs) the seed-averaged one."""
+    swept = swept_keys(rows) if swept is None else swept
+    text = _table(*run_table(rows, swept, metrics))
+    if len(rows) > 1:
+        text += "\nMean ± std over seeds (finished runs):\n\n" + _table(
+            *seed_table(aggregate(rows, swept, metrics), swept, metrics)
+        )
+    return text
+
+
+def _wandb_target(rows: list[dict], folder: Path, project: str | None) -> dict:
+    """Project and entity the runs logged to (their config.yaml), and the sweep's group (loldu.dashboard)."""
+    target, sweep_name = {"project": project or "loldu", "entity": None}, None
+    for run in run_folders(folder):
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
+        if isinstance(cfg, dict):
+            node = (cfg.get("logger") or {}).get("wandb") or {}
+            target.update(project=project or node.get("project") or "loldu", entity=node.get("entity"))
+            sweep_name = cfg.get("sweep_name")
+            break
+    overrides = (r["overrides"].get("sweep") for r in rows if r["overrides"].get("sweep"))
+    sweep_name = sweep_name or next(overrides, None)
+    target["group"] = "_".join([sweep_name or "sweep", folder.resolve().parent.name, folder.resolve().name])
+    return target
+
+
+def log_to_wandb(rows: list[dict], folder: Path, tables: dict, plots: list[Path], project: str | None) -> None:
+    """Log the tables and plots as one W&B run of ``job_type="report"`` in the sweep's group."""
+    import wandb
+
+    target = _wandb_target(rows, folder, project)
+    run = wandb.init(job_type="report", name=f"report_{folder.name}", dir=str(folder), **target)
+    data = {
+        key: wandb.Table(columns=header, data=[[_cell(v) for v in r] for r in cells])
+        for key, (header, cells) in tables.items()
+    }
+    data.update({f"report/{p.stem}": wandb.Image(str(p)) for p in plots})
+    run.log(data)
+    run.finish()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a run or multirun folder of train.py")
     parser.add_argument("--metric", default=None, help="metric to plot (default: the first test/ metric found)")
-    parser.add_argument("--wandb", action="store_true", help="also log the table and plot to W&B")
-    parser.add_argument("--project", default="loldu", help="W&B project for --wandb")
+    parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B")
+    parser.add_argument("--project", default=None, help="W&B project for --wandb (default: the runs' project)")
     args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     folder = Path(args.folder)
     rows = collect(folder)
-    prefixes = ("test/", "val/", "val_before/", "train/", "concept/", "bench/")
-    found = sorted({k for r in rows for k in r if k.startswith(prefixes) and not k.endswith("tokens")})
-    classification = any(k.startswith("test/") and not k.endswith("loss") for k in found)
-    # classifiers: accuracy-like metrics; causal LMs and diffusion: their losses are the metrics
-    shown = [k for k in found if not (classification and k.endswith("loss"))]
-    if not shown:
-        raise SystemExit(f"no metric to report in {folder}")
-    metric = args.metric or next((k for k in shown if k.startswith("test/")), shown[0])
-    if not any(metric in r for r in rows):
-        raise SystemExit(f"metric {metric!r} is in no run; found: {found}")
-    table = to_markdown(rows, shown)
-    (folder / "report.md").write_text(table)
-    png = plot(rows, metric, folder / "report.png")
-    print(table)
-    print(f"wrote {folder / 'report.md'} and {png}")
-    if args.wandb:
-        import wandb
-
-        run = wandb.init(project=args.project, job_type="report", name=f"report_{folder.name}")
-        run.log(
-            {
-                "report": wandb.Table(
-                    columns=list(COLUMNS) + shown, data=[[r.get(c) for c in list(COLUMNS) + shown] for r in rows]
-                ),
-                "report_plot": wandb.Image(str(png)),
-            }
+    shown = metric_columns(rows)
+    swept = swept_keys(rows)
+    groups = aggregate(rows, swept, shown)
+    tables = {"report/runs": run_table(rows, swept, shown), "report/seeds": seed_table(groups, swept, shown)}
+    text = to_markdown(rows, shown, swept)
+    (folder / "report.md").write_text(text)
+    print(text)
+    failed = [r for r in rows if r["status"] != "finished"]
+    if failed:
+        print(
+            f"{len(failed)} of {len(rows)} runs have no result: "
+            + "; ".join(f"{r['run']}: {r['status']} ({r['error']})" for r in failed)
         )
-        run.finish()
+    plots = []
+    if shown:
+        metric = args.metric or next((k for k in shown if k.startswith("test/")), shown[0])
+        if not any(metric in g for g in groups):
+            raise SystemExit(f"metric {metric!r} is in no finished run; found: {shown}")
+        x, lines = axis(swept)
+        plots.append(plot(groups, metric, x, lines, folder / "report.png"))
+        if "method" in swept:
+            plots.append(plot_params(groups, metric, folder / "report_params.png"))
+    print(f"wrote {folder / 'report.md'}" + "".join(f" and {p}" for p in plots))
+    if args.wandb:
+        log_to_wandb(rows, folder, tables, plots, args.project)
     return 0
 
 

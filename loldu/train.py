@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
+from loldu.dashboard import log_summary, wandb_run_args
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.tasks import get_family
 
@@ -52,6 +53,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    log_summary(metrics)
     print(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
 
@@ -94,13 +96,13 @@ def optim_settings(cfg: DictConfig) -> dict:
 
 def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trainer:
     """The Lightning Trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` (W&B gets the resolved
-    config) and the callbacks of ``cfg.callbacks`` plus ``extra_callbacks``."""
-    run_config = OmegaConf.to_container(cfg, resolve=True)
+    config, name, group and tags of :func:`loldu.dashboard.wandb_run_args`) and the callbacks of
+    ``cfg.callbacks`` plus ``extra_callbacks``."""
     loggers = []
     for name, node in cfg.logger.items():
         if node:  # a partial, so that the run's config reaches wandb.init as data, not as configs to instantiate
             make = instantiate(node, _partial_=True, _convert_="all")
-            loggers.append(make(config=run_config) if name == "wandb" else make())
+            loggers.append(make(**wandb_run_args(cfg)) if name == "wandb" else make())
     callbacks = [instantiate(c, _convert_="all") for c in cfg.callbacks.values() if c is not None]
     checkpointing = any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks)
     return instantiate(

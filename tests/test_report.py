@@ -1,0 +1,150 @@
+"""python -m loldu.report on hand-made sweep folders: the axis follows the swept key, seeds are averaged, failed,
+unfinished, stale and unreadable runs are shown as such, and --wandb logs to the sweep's group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from wandb_files import read_offline_run
+
+from loldu import report as rep
+from loldu.report import main as report
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = {"adapter": 100, "trainable": 166, "base": 1000}
+
+
+def _job(folder: Path, num: int, overrides: dict, acc=0.5, status=None, metrics=True) -> Path:
+    """A multirun job folder as train.py writes it: overrides, resolved config, metrics, status."""
+    run = folder / str(num)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"{k}={v}" for k, v in overrides.items()]))
+    cfg = {"lr": 0.003, "seed": 0, "epochs": 3, "init": "lu", "method": {"name": "loldu", "r": 384}}
+    for key, val in overrides.items():
+        if key == "rank":
+            cfg["method"]["r"] = int(val)
+        elif key == "method":
+            cfg["method"] = {"name": val, "r": 8}
+        else:
+            cfg[key] = yaml.safe_load(str(val))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if metrics:
+        m = {"test": {"test/acc": acc}, "params": {**PARAMS, "trainable": 100 + cfg["method"]["r"]}}
+        m.update(model="minilm", task="rotten_tomatoes", method=cfg["method"]["name"], rank=cfg["method"]["r"])
+        m.update(lr=cfg["lr"], seed=cfg["seed"])
+        (run / "metrics.json").write_text(json.dumps(m))
+    if status is not None:
+        (run / "status.json").write_text(json.dumps({"status": status[0], "error": status[1], "pid": 1}))
+    return run
+
+
+def _sweep(folder: Path, grid: list[dict]) -> list[dict]:
+    for num, overrides in enumerate(grid):
+        _job(folder, num, overrides, acc=0.5 + 0.01 * num)
+    return rep.collect(folder)
+
+
+@pytest.mark.parametrize(
+    "grid,x,lines",
+    [
+        ([{"rank": r, "seed": s} for r in (8, 64, 384) for s in (0, 1)], "rank", []),
+        ([{"lr": lr} for lr in ("1e-3", "3e-3", "1e-2")], "lr", []),
+        ([{"init": i} for i in ("lu", "uniform", "zeros")], "init", []),
+        ([{"method": m, "rank": r} for m in ("loldu", "lora") for r in (8, 16)], "rank", ["method"]),
+        ([{"seed": s, "model": "minilm"} for s in (0, 1, 2)], None, []),
+    ],
+)
+def test_axis_follows_what_the_sweep_varied(tmp_path, grid, x, lines):
+    rows = _sweep(tmp_path, grid)
+    assert rep.axis(rep.swept_keys(rows)) == (x, lines)
+    assert report([str(tmp_path)]) == 0
+    assert (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_seeds_are_averaged_with_their_spread(tmp_path):
+    grid = [{"rank": r, "seed": s} for r in (8, 64) for s in (0, 1, 2)]
+    rows = _sweep(tmp_path, grid)
+    groups = rep.aggregate(rows, rep.swept_keys(rows), ["test/acc"])
+    by_rank = {g["rank"]: g for g in groups}
+    assert by_rank[8]["n"] == 3 and by_rank[8]["seeds"] == "0,1,2"
+    mean, std = by_rank[64]["test/acc"]
+    assert mean == pytest.approx(0.54) and std == pytest.approx(0.01)
+    report([str(tmp_path)])
+    text = (tmp_path / "report.md").read_text()
+    assert "| 64 | 3 | 0,1,2 | 0.54 ± 0.01 |" in text
+
+
+def test_seed_only_sweep_is_one_point(tmp_path):
+    rows = _sweep(tmp_path, [{"seed": s} for s in (0, 1, 2)])
+    (group,) = rep.aggregate(rows, rep.swept_keys(rows), ["test/acc"])
+    assert group["n"] == 3 and group["test/acc"][0] == pytest.approx(0.51)
+
+
+def test_no_two_rows_look_the_same(tmp_path):
+    _sweep(tmp_path, [{"epochs": e} for e in (1, 3)] + [{"epochs": 3, "task.data.max_length": 128}])
+    report([str(tmp_path)])
+    runs = (tmp_path / "report.md").read_text().split("\n\n")[0].splitlines()
+    assert "epochs" in runs[0] and "task.data.max_length" in runs[0]
+    cells = [line.split("|")[2:] for line in runs[2:]]  # without the run column
+    assert len({tuple(c) for c in cells}) == 3
+
+
+def test_method_comparison_keeps_the_parameter_plot(tmp_path):
+    _sweep(tmp_path, [{"method": m} for m in ("loldu", "lora", "full")])
+    report([str(tmp_path)])
+    assert (tmp_path / "report_params.png").stat().st_size > 1000
+
+
+def test_failed_unfinished_stale_and_unreadable_runs_are_shown_not_reported(tmp_path, capsys, caplog):
+    _job(tmp_path, 0, {"rank": 8}, acc=0.8)
+    _job(tmp_path, 1, {"rank": 16}, status=("failed", "ValueError: rank=16 boom"), metrics=False)
+    _job(tmp_path, 2, {"rank": 32}, metrics=False)  # killed: no metrics.json, no status.json
+    stale = _job(tmp_path, 3, {"rank": 64}, acc=0.99)  # an older run's metrics.json in a reused folder
+    os.utime(stale / "metrics.json", (1_000_000, 1_000_000))
+    (_job(tmp_path, 4, {"rank": 128}) / "metrics.json").write_text('{"test": {"test/acc": 0.9')  # truncated
+    nan = _job(tmp_path, 5, {"rank": 256})
+    nan_metrics = json.loads((nan / "metrics.json").read_text())
+    nan_metrics["test"]["test/acc"] = None  # helper a's metrics.json: non-finite -> null
+    (nan / "metrics.json").write_text(json.dumps(nan_metrics))
+    _job(tmp_path, 6, {"rank": 384}, acc=0.97, status=("failed", "RuntimeError: loss is nan"))
+    rows = {r["run"]: r for r in rep.collect(tmp_path)}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "0": "finished",
+        "1": "failed",
+        "2": "unfinished",
+        "3": "unfinished",
+        "4": "failed",
+        "5": "failed",
+        "6": "failed",
+    }
+    assert "test/acc" not in rows["3"] and "test/acc" not in rows["6"], "no result from a stale or failed run"
+    assert "stale" in rows["3"]["error"] and "non-finite test/acc" in rows["5"]["error"]
+    assert str(tmp_path / "4" / "metrics.json") in caplog.text
+    assert report([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ValueError: rank=16 boom" in out and "6 of 7 runs have no result" in out
+    seeds = (tmp_path / "report.md").read_text().split("over seeds")[1]
+    assert "0.8 ± 0" in seeds and "0.99" not in seeds and "0.97" not in seeds
+
+
+def test_wandb_logs_the_report_in_the_sweeps_group(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    folder = tmp_path / "2026-01-02" / "10-20-30"
+    _sweep(folder, [{"rank": r, "sweep": "rank_ablation"} for r in (8, 16)])
+    report([str(folder), "--wandb"])
+    run = read_offline_run(folder)
+    assert run["group"] == "rank_ablation_2026-01-02_10-20-30" and run["name"] == "report_10-20-30"
+    assert list(folder.glob("wandb/offline-run-*/files/media/table/report/runs*.table.json"))
+
+
+def test_make_report_passes_args():
+    out = subprocess.run(
+        ["make", "-n", "report", "DIR=multirun/x", "ARGS=--wandb"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "-m loldu.report multirun/x --wandb" in out.stdout, out.stdout + out.stderr
