@@ -86,27 +86,38 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Fill a folder under a temporary name (``<name>.tmp-<pid>``) and rename it to ``path`` once the block ends
-    without an error; on an error the temporary folder is removed and ``path`` is left as it was.
+    """Fill a folder under a temporary name (``<name>.tmp-<pid>-<random>``) and rename it to ``path`` once the
+    block ends without an error; on an error the temporary folder is removed and ``path`` is left as it was.
 
     Yields:
         the temporary folder to write into.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if path.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside first
-            old = path.with_name(f"{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        _replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_dir(tmp: Path, path: Path, attempts: int = 3) -> None:
+    """Rename folder ``tmp`` to ``path``; an existing ``path`` (non-empty folders cannot be renamed over) is moved
+    aside first and removed after, also when another process put it there in the meantime."""
+    old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+    for attempt in range(attempts):
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+            break
+        except OSError:  # ENOTEMPTY/EEXIST: another process renamed its folder in between
+            if attempt == attempts - 1:
+                raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _now() -> str:

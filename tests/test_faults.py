@@ -151,9 +151,32 @@ def test_adapter_folder_appears_complete_or_not_at_all(tmp_path):
     assert list(tmp_path.iterdir()) == []
     for text in ("first", "second"):  # a second save replaces the first whole
         with atomic_dir(target) as tmp:
-            assert tmp != target and tmp.name.startswith("adapter.tmp-")
+            assert tmp != target and tmp.name.startswith(f"adapter.tmp-{os.getpid()}-")
             (tmp / "method.json").write_text(text)
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"] and (target / "method.json").read_text() == "second"
+
+
+def test_folders_saved_at_once_end_as_one_complete_folder(tmp_path):
+    barrier = threading.Barrier(4)
+
+    def save(i: int):
+        with atomic_dir(tmp_path / "adapter") as tmp:
+            (tmp / "a.txt").write_text(str(i))
+            barrier.wait()
+            (tmp / "b.txt").write_text(str(i))
+
+    _in_threads(save, 4)
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+    files = {p.name: p.read_text() for p in (tmp_path / "adapter").iterdir()}
+    assert set(files) == {"a.txt", "b.txt"} and files["a.txt"] == files["b.txt"]  # one save's, whole
+
+
+def _in_threads(fn, n: int) -> None:
+    threads = [threading.Thread(target=fn, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 # -- status and refused runs -------------------------------------------------------------------------------------
@@ -203,18 +226,14 @@ def test_a_folder_that_holds_a_run_is_refused_untouched(tmp_path, existing):
 def test_of_runs_claiming_one_folder_at_once_exactly_one_gets_it(tmp_path):
     barrier, outcomes = threading.Barrier(8), []
 
-    def claim():
+    def claim(i: int):
         barrier.wait()
         try:
             outcomes.append(claim_run_dir(tmp_path)["status"])
         except FileExistsError:
             outcomes.append("refused")
 
-    threads = [threading.Thread(target=claim) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _in_threads(claim, 8)
     assert sorted(outcomes) == ["refused"] * 7 + ["running"]
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary files left
 
