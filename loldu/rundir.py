@@ -87,7 +87,8 @@ def write_json(path: str | Path, data: Any) -> Path:
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Fill a folder under a temporary name (``<name>.tmp-<pid>-<random>``) and rename it to ``path`` once the
-    block ends without an error; on an error the temporary folder is removed and ``path`` is left as it was.
+    block ends without an error (unless nothing was written into it); on an error the temporary folder is removed
+    and ``path`` is left as it was.
 
     Yields:
         the temporary folder to write into.
@@ -97,7 +98,8 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        _replace_dir(tmp, path)
+        if any(tmp.iterdir()):  # nothing written (e.g. a model without save_pretrained): no folder
+            _replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -153,6 +153,9 @@ def test_adapter_folder_appears_complete_or_not_at_all(tmp_path):
             assert tmp != target and tmp.name.startswith(f"adapter.tmp-{os.getpid()}-")
             (tmp / "method.json").write_text(text)
     assert [p.name for p in tmp_path.iterdir()] == ["adapter"] and (target / "method.json").read_text() == "second"
+    with atomic_dir(tmp_path / "merged"):
+        pass  # nothing saved (a model without save_pretrained): no empty folder that looks like a merged model
+    assert not (tmp_path / "merged").exists() and len(list(tmp_path.iterdir())) == 1
 
 
 def test_folders_saved_at_once_end_as_one_complete_folder(tmp_path):

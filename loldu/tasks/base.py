@@ -71,7 +71,7 @@ class TaskFamily:
         from loldu.rundir import atomic_dir
         from loldu.runs import save_merged
 
-        with atomic_dir(out / "adapter") as tmp:  # written as adapter.tmp-<pid>, renamed when complete
+        with atomic_dir(out / "adapter") as tmp:  # written as adapter.tmp-<pid>-<random>, then renamed
             save_adapter(model, tmp)
         self.extra_exports(cfg, model, out)
         if cfg.save_merged:  # last: merging folds the method into the model in place
