@@ -7,6 +7,7 @@ module (and Hydra/OmegaConf), so ``python train.py ... --cfg job`` answers in ab
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,9 +46,17 @@ def _wandb_mode(mode: str | None) -> str:
     return os.environ.get("WANDB_MODE") or mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
 
 
+def run_stamp() -> str:
+    """``<date>/<time>-<microseconds>-<pid>`` (``2026-11-25/03-25-01-123456-4242``): the start of a run folder's
+    path (conf/hydra/default.yaml) that no other run shares, even one started in the same second."""
+    return f"{datetime.now():%Y-%m-%d/%H-%M-%S-%f}-{os.getpid()}"
+
+
 for _name, _fn in (("pick", _pick), ("canonical", canonical), ("wandb_mode", _wandb_mode)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
+if not OmegaConf.has_resolver("run_stamp"):  # cached: a config's run and sweep folders resolve to one stamp
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
 
 
 def choice(group: str) -> str:

@@ -6,7 +6,6 @@ LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,17 +15,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
 from loldu.dashboard import log_summary, wandb_run_args
+from loldu.guards import NonFiniteGuard
 from loldu.methods import apply_method, count_parameters, get_method
+from loldu.rundir import atomic_write_text, tracked_run, write_json
 from loldu.tasks import get_family
 
 
+@tracked_run  # claims the run folder; status.json: running, then finished or failed with the error
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
     resolve_defaults(cfg)
     check_config(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     try:
         return _run(cfg, out)
@@ -44,6 +44,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     family.prepare(cfg, bundle, datamodule)
     model = apply_method(family.base_model(bundle), method_spec(cfg))
     counts = count_parameters(model)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the checks have passed
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
     start = time.perf_counter()
@@ -52,7 +53,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     family.export(cfg, model, bundle, out)
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
     log_summary(metrics)
     print(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
@@ -108,7 +109,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trai
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=callbacks + list(extra_callbacks),
+        callbacks=callbacks + list(extra_callbacks) + [NonFiniteGuard()],
         default_root_dir=cfg.output_dir,
         enable_checkpointing=checkpointing,
         **overrides,

@@ -65,14 +65,18 @@ class TaskFamily:
         raise NotImplementedError
 
     def export(self, cfg: DictConfig, model: Any, bundle: Any, out: Path) -> None:
-        """Write ``adapter/``, this family's :meth:`extra_exports`, and, with ``save_merged``, ``merged/``."""
+        """Write ``adapter/``, this family's :meth:`extra_exports`, and, with ``save_merged``, ``merged/`` (the
+        folders appear complete or not at all: :func:`loldu.rundir.atomic_dir`)."""
         from loldu.methods import save_adapter
+        from loldu.rundir import atomic_dir
         from loldu.runs import save_merged
 
-        save_adapter(model, out / "adapter")
+        with atomic_dir(out / "adapter") as tmp:  # written as adapter.tmp-<pid>-<random>, then renamed
+            save_adapter(model, tmp)
         self.extra_exports(cfg, model, out)
         if cfg.save_merged:  # last: merging folds the method into the model in place
-            save_merged(model, cfg.task.family, out / "merged", getattr(bundle, "tokenizer", None))
+            with atomic_dir(out / "merged") as tmp:
+                save_merged(model, cfg.task.family, tmp, getattr(bundle, "tokenizer", None))
 
     def extra_exports(self, cfg: DictConfig, model: Any, out: Path) -> None:
         """Other files the family writes from the trained (unmerged) model; none by default."""
