@@ -7,6 +7,7 @@ LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -15,12 +16,17 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
+from loldu.logs import quiet
 from loldu.methods import apply_method, count_parameters, get_method
+from loldu.methods.model_card import write_run_card
 from loldu.tasks import get_family
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
+    quiet()
     resolve_defaults(cfg)
     check_config(cfg)
     out = Path(cfg.output_dir)
@@ -52,7 +58,8 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(summary(family.headline(cfg, metrics, out), metrics, out))
+    write_run_card(out, cfg, metrics)
+    log.info(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
 
 
@@ -114,7 +121,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trai
 
 
 def summary(headline: str, metrics: dict, out: Path) -> str:
-    """The lines printed at the end of a run: the headline, parameter counts, wall time and the run folder."""
+    """The lines logged at the end of a run (console and train.log): the headline, parameter counts, wall time and
+    the run folder."""
     p = metrics["params"]
     return (
         f"\n{headline}\n"
