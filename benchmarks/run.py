@@ -7,8 +7,8 @@ Run from the project root::
     python -m benchmarks.run --only setup --rounds 5
     python -m benchmarks.run --only step --rows "r64,r768" --layers 4
 
-Tables go to stdout (and ``--out FILE``), one progress line per round to
-stderr. The exit status is 0 whatever the bars say: they are a report.
+Tables go to stdout (and ``--out FILE``); progress to stderr: a line per row as its measurement finishes and a
+line per round. The exit status is 0 whatever the bars say: they are a report.
 """
 
 from __future__ import annotations
