@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 import loldu.logs
@@ -94,6 +95,19 @@ def test_apply_method_shows_a_bar_over_the_layers_it_adapts(bars_at_once, capsys
     apply_method(tiny_bert(), {"name": "loldu", "r": 32, "target_modules": ["query", "value"]})
     err = capsys.readouterr().err
     assert "loldu: adapting layers" in err and "/4 " in err, err  # tiny BERT: 2 layers x (query, value)
+
+
+def test_loading_an_adapter_shows_the_same_bar(bars_at_once, capsys, tmp_path):
+    from loldu.methods import load_adapter, save_adapter
+
+    spec = {"name": "svfit", "r": 8, "target_modules": ["query", "value"]}
+    torch.manual_seed(0)
+    save_adapter(apply_method(tiny_bert(), spec), tmp_path / "adapter")
+    capsys.readouterr()
+    torch.manual_seed(0)
+    load_adapter(tiny_bert(), tmp_path / "adapter")
+    err = capsys.readouterr().err
+    assert "svfit: adapting layers" in err and "/4 " in err, err
 
 
 class _FakePipe:

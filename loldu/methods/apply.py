@@ -103,7 +103,7 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
             target_modules=spec.target_modules,
             modules_to_save=spec.head_modules or None,
         )
-        with _layer_progress(model, spec):
+        with layer_progress(model, spec):
             result = get_peft_model(model, config)
     else:
         _set_plain_trainable(model, spec, entry)
@@ -113,9 +113,15 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
 
 
 @contextmanager
-def _layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
-    """A progress bar over the layers PEFT replaces (LoLDU/SVFit/PiSSA factorise each one as it goes); it shows
-    only when injection runs longer than a few seconds (:func:`loldu.logs.progress`), e.g. ViT-base at full rank."""
+def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
+    """Within it, a progress bar over the layers PEFT puts in place (LoLDU/SVFit/PiSSA factorise each one as it
+    goes): :func:`apply_method` and :func:`~loldu.methods.load_adapter` inject under it. The bar shows only when
+    injection runs longer than a few seconds (:func:`loldu.logs.progress`), e.g. ViT-base at full rank.
+
+    Args:
+        model: the plain model about to be adapted (its matching Linear layers give the bar's total).
+        spec: the method spec (its name labels the bar; its target modules give the total where listed).
+    """
     from loldu.logs import progress
 
     targets = spec.target_modules

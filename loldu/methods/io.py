@@ -12,7 +12,16 @@ from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .apply import MethodInfo, MethodSpec, apply_method, base_info, count_parameters, plain_trainable_names, spec_dict
+from .apply import (
+    MethodInfo,
+    MethodSpec,
+    apply_method,
+    base_info,
+    count_parameters,
+    layer_progress,
+    plain_trainable_names,
+    spec_dict,
+)
 from .integrity import REFUSE_DAMAGED, base_name, check_base, check_config_rank, check_digest, saved_record
 from .model_card import CARD_FILE, model_card, portable_config
 from .registry import get_method
@@ -135,7 +144,8 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
                 params[name].copy_(value)
         return model
     info = base_info(base_model, spec)  # before PiSSA rewrites the base weights
-    model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
+    with layer_progress(base_model, spec):  # LoLDU/SVFit rebuild each layer's factors
+        model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
     model.loldu_method = info
     return model
 
