@@ -73,7 +73,8 @@ def quiet() -> None:
     * Lightning's own console handler is removed where a root handler exists, so its lines show once (they
       also reach ``train.log`` through the root logger).
     * The warnings of :data:`HARMLESS_WARNINGS` and the log lines of :data:`DROPPED_MESSAGES` are dropped;
-      everything else shows as before.
+      everything else shows as before, and where the root logger writes a file (a run's ``train.log``) the
+      remaining warnings go through logging, so the file records them too.
     """
     root = logging.getLogger()
     project = logging.getLogger("loldu")
@@ -92,6 +93,8 @@ def quiet() -> None:
         target = logging.getLogger(name)
         if _DROP not in target.filters:
             target.addFilter(_DROP)
+    if any(type(h) is logging.FileHandler for h in root.handlers):  # a run's train.log (Hydra's job logging)
+        logging.captureWarnings(True)  # the warnings that remain show on the console and land in train.log too
     for message, category, module, _why in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
 

@@ -86,6 +86,22 @@ def test_quiet_keeps_the_project_messages_at_info(caplog):
     assert logging.getLogger("loldu").getEffectiveLevel() <= logging.INFO
 
 
+def test_remaining_warnings_land_in_the_run_log_too(tmp_path):
+    root = logging.getLogger()
+    handler = logging.FileHandler(tmp_path / "train.log")  # what Hydra's job logging gives a run
+    root.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            quiet()
+            warnings.warn("a warning nobody checked", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        handler.close()
+    assert "a warning nobody checked" in (tmp_path / "train.log").read_text()
+
+
 @pytest.fixture
 def bars_at_once(monkeypatch):
     monkeypatch.setattr(loldu.logs, "_PROGRESS_DELAY_S", 0.0)  # tests are quick: show bars from the start
