@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> list[str]:
     import json
     import sys
 
+    from loldu.logs import quiet
+
     from . import memory_llama, setup_time, step_time
 
     args = parse_args(argv)
+    quiet()  # the same warning filters as a run (workers too)
     if args.worker:
         if args.worker in memory_llama.CONFIGS:
             res = memory_llama.run_worker(args.worker, args)
