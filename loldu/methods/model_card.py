@@ -63,7 +63,7 @@ def model_card(
         spec: the method spec (``name``, ``r``, ``alpha``, ``target_modules``, ``head_modules``, ``options``).
         base: the base model's portable name (None: unknown).
         params: parameter counts (``adapter``, ``trainable``, ``base``, as :func:`~loldu.methods.count_parameters`).
-        run: for a run folder: ``model``, ``task``, ``data``, ``seed``, ``lr``, ``epochs`` and ``metrics``
+        run: for a run folder: ``model``, ``task``, ``data``, ``seed``, ``lr``, ``epochs`` or ``steps``, ``metrics``
             (``(split, {metric: value})``, the test split where the run has one); None outside a run.
         peft: the folder is a PEFT adapter folder (``adapter_config.json``), not a plain method's tensors.
     """
@@ -88,7 +88,7 @@ def model_card(
         rows.append(("adapter parameters", f"{params['adapter']:,} of {params['base']:,} in the base"))
         rows.append(("trainable parameters incl. heads", f"{params['trainable']:,}"))
     if run:
-        rows += [(key, run.get(key)) for key in ("model", "task", "data", "seed", "lr", "epochs")]
+        rows += [(key, run.get(key)) for key in ("model", "task", "data", "seed", "lr", "epochs", "steps")]
     lines += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows if v is not None)]
     split, values = (run or {}).get("metrics") or (None, {})
     if values:
@@ -137,7 +137,8 @@ def write_run_card(out: str | Path, cfg: Any, metrics: Mapping[str, Any]) -> Pat
         "data": _data_source(cfg.task.get("data") or {}),
         "seed": metrics.get("seed"),
         "lr": metrics.get("lr"),
-        "epochs": cfg.get("epochs"),
+        "epochs": None if metrics.get("steps") else cfg.get("epochs"),
+        "steps": metrics.get("steps"),  # families that train by optimizer steps (diffusion)
         "metrics": (split, metrics[split]) if split else None,
     }
     card = folder / CARD_FILE
