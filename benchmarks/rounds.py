@@ -68,7 +68,8 @@ def run_rounds(
             run again); other entries are kept from the last round in ``extra``.
         keys: the timings each measurement reports (e.g. fp32 and autocast).
         on_final: called with a row's Series as soon as its last round is in.
-        log: where the per-round progress lines go (default stderr).
+        log: where the progress lines go (default stderr): one per row as its measurement finishes, and one
+            per round with every row's ratio.
 
     Returns:
         The Series of every row, by name.
@@ -92,6 +93,8 @@ def run_rounds(
                         elif f"error:{key}" in res:
                             s.errors[key] = res[f"error:{key}"]
                     s.extra = {x: v for x, v in res.items() if x not in keys and not x.startswith("error:")}
+                line = _row_line(k, rounds, name, res, keys[0], ref, reference)
+                print(line, file=log or sys.stderr, flush=True)
             if k == rounds - 1 and on_final is not None:
                 on_final(s)
         last = {n: series[n].ratios.get(keys[0]) for n in order[1:]}
@@ -99,6 +102,18 @@ def run_rounds(
         ref_s = ref.get(keys[0], float("nan"))
         print(f"[round {k + 1}/{rounds}] {reference} {ref_s:.4f}s | {done}", file=log or sys.stderr, flush=True)
     return series
+
+
+def _row_line(k: int, rounds: int, name: str, res: dict, key: str, ref: dict, reference: str) -> str:
+    """The progress line of one row's measurement ``res`` in round ``k``: its time and its ratio to the reference
+    (``ref``, the reference's measurement of the same round)."""
+    head = f"[round {k + 1}/{rounds}] {name}:"
+    if "error" in res:
+        return f"{head} error: {res['error']}"
+    if key not in res:
+        return f"{head} {key} error: {res.get(f'error:{key}', 'not measured')}"
+    ratio = f" ({res[key] / ref[key]:.2f}x {reference})" if name != reference and ref.get(key) else ""
+    return f"{head} {res[key]:.4f}s{ratio}"
 
 
 def verdict(ok: bool | None) -> str:

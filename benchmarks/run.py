@@ -7,8 +7,8 @@ Run from the project root::
     python -m benchmarks.run --only setup --rounds 5
     python -m benchmarks.run --only step --rows "r64,r768" --layers 4
 
-Tables go to stdout (and ``--out FILE``), one progress line per round to
-stderr. The exit status is 0 whatever the bars say: they are a report.
+Tables go to stdout (and ``--out FILE``); progress to stderr: a line per row as its measurement finishes and a
+line per round. The exit status is 0 whatever the bars say: they are a report.
 """
 
 from __future__ import annotations
@@ -65,9 +65,12 @@ def main(argv: list[str] | None = None) -> list[str]:
     import json
     import sys
 
+    from loldu.logs import quiet
+
     from . import memory_llama, setup_time, step_time
 
     args = parse_args(argv)
+    quiet()  # the same warning filters as a run (workers too)
     if args.worker:
         if args.worker in memory_llama.CONFIGS:
             res = memory_llama.run_worker(args.worker, args)

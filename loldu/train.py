@@ -6,6 +6,7 @@ LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and 
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,14 +17,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from loldu.config import check_config, choice
 from loldu.dashboard import log_summary, wandb_run_args
 from loldu.guards import NonFiniteGuard
+from loldu.logs import quiet
 from loldu.methods import apply_method, count_parameters, get_method
+from loldu.methods.model_card import write_run_card
 from loldu.rundir import atomic_write_text, tracked_run, write_json
 from loldu.tasks import get_family
+
+log = logging.getLogger(__name__)
 
 
 @tracked_run  # claims the run folder; status.json: running, then finished or failed with the error
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
+    quiet()
     resolve_defaults(cfg)
     check_config(cfg)
     out = Path(cfg.output_dir)
@@ -54,8 +60,9 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
     write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
+    write_run_card(out, cfg, metrics)
     log_summary(metrics)
-    print(summary(family.headline(cfg, metrics, out), metrics, out))
+    log.info(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
 
 
@@ -117,7 +124,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trai
 
 
 def summary(headline: str, metrics: dict, out: Path) -> str:
-    """The lines printed at the end of a run: the headline, parameter counts, wall time and the run folder."""
+    """The lines logged at the end of a run (console and train.log): the headline, parameter counts, wall time and
+    the run folder."""
     p = metrics["params"]
     return (
         f"\n{headline}\n"

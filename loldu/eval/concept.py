@@ -39,6 +39,7 @@ from loldu.eval.encoders import (
     load_encoders,
     simple_preprocess,
 )
+from loldu.logs import quiet
 
 __all__ = [
     "BATCH",
@@ -156,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="write the scores to this JSON file")
     args = parser.parse_args(argv)
+    quiet()
     generated = _image_dir(args.generated, "--generated")
     references = _image_dir(args.references, "--references")
     prompts = _read_prompts(args.prompts, generated)

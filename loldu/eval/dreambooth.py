@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
+from loldu.callbacks import render_each
 from loldu.eval.concept import CLIP, DINO, concept_scores, load_encoders
+from loldu.logs import quiet
 from loldu.models.diffusion import check_prompt_length
 from loldu.runs import load_config, load_run
-from loldu.tasks.diffusion import render
 
 
 def evaluate_run(
@@ -65,7 +66,9 @@ def evaluate_run(
         raise ValueError("give at least one prompt and images_per_prompt >= 1")
     bundle, pipe, references = _pipeline_and_references(run_dir, cfg, prompts, device)
     seeds = list(range(images_per_prompt))
-    generated = render(pipe, prompts, seeds, inference_steps, guidance_scale, bundle.resolution, device)
+    generated = render_each(
+        pipe, prompts, seeds, inference_steps, guidance_scale, bundle.resolution, device, desc="generating"
+    )
     gen_prompts = _save_generated(run_dir / "eval", generated, prompts, images_per_prompt, strip_identifier)
     scores = concept_scores(
         generated, references, gen_prompts, load_encoders(encoders, dino=dino, clip=clip, device=device)
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dino", default=DINO)
     parser.add_argument("--clip", default=CLIP)
     args = parser.parse_args(argv)
+    quiet()
     result = evaluate_run(
         args.run_dir,
         encoders=args.encoders,

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from loldu.logs import progress
+
 DINO = "facebook/dino-vits16"
 CLIP = "openai/clip-vit-base-patch32"
 ENCODER_KINDS = ("pretrained", "tiny")
@@ -101,7 +103,7 @@ class Encoders:
             raise ValueError("no images to encode.")
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(images), BATCH):
+            for start in progress(range(0, len(images), BATCH), "encoding images", unit="batch"):
                 pixels = preprocess(images[start : start + BATCH]).to(self.device)
                 chunks.append(embed(pixels).float())
         return nn.functional.normalize(torch.cat(chunks), dim=-1).cpu()
@@ -146,7 +148,7 @@ class Encoders:
             raise ValueError("no texts to encode.")
         chunks = []
         with torch.no_grad():
-            for start in range(0, len(texts), BATCH):
+            for start in progress(range(0, len(texts), BATCH), "encoding texts", unit="batch"):
                 tokens = self.clip_tokenize(texts[start : start + BATCH])
                 tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
                 chunks.append(_features(self.clip_model.get_text_features(**tokens)).float())

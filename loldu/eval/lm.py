@@ -39,8 +39,8 @@ multiple choice; ``loldu_local_gen``, the same items as short generation):
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -64,6 +64,9 @@ from loldu.eval.lm_tasks import (
     task_manager_for,
     unsafe_tasks,
 )
+from loldu.logs import progress, quiet
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_OUTPUT",
@@ -189,7 +192,8 @@ def _evaluate_tasks(lm, tasks: Mapping[str, int | None], limit, manager, allow_c
     results: dict[str, dict[str, float]] = {}
     used_shots: dict[str, Any] = {}
     samples: dict[str, Any] = {}
-    for name, shots in tasks.items():
+    for name, shots in progress(tasks.items(), "lm-eval tasks", total=len(tasks), unit="task", leave=True):
+        log.info("evaluating %s (%s-shot)", name, "default" if shots is None else shots)
         raw = lm_eval.simple_evaluate(
             model=lm,
             tasks=[name],
@@ -236,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command-line entry point; returns the summary it wrote."""
     args = build_parser().parse_args(argv)
+    quiet()
     tasks = parse_tasks(args.tasks)
     limit = args.limit
     if limit is not None and limit >= 1:
@@ -262,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         output=out,
     )
     print(format_table(summary))
-    print(f"\nwritten to {out}", file=sys.stderr)
+    log.info("written to %s", out)
     return summary
 
 

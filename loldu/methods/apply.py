@@ -9,11 +9,14 @@ parameters including heads separately.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 
 from peft import get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from torch.nn.modules.module import register_module_module_registration_hook
 
 from .baselines import in_head as _in_head
 from .diagonal import DiagonalLayer
@@ -100,12 +103,44 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
             target_modules=spec.target_modules,
             modules_to_save=spec.head_modules or None,
         )
-        result = get_peft_model(model, config)
+        with layer_progress(model, spec):
+            result = get_peft_model(model, config)
     else:
         _set_plain_trainable(model, spec, entry)
         result = model
     result.loldu_method = info
     return result
+
+
+@contextmanager
+def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
+    """Within it, a progress bar over the layers PEFT puts in place (LoLDU/SVFit/PiSSA factorise each one as it
+    goes): :func:`apply_method` and :func:`~loldu.methods.load_adapter` inject under it. The bar shows only when
+    injection runs longer than a few seconds (:func:`loldu.logs.progress`), e.g. ViT-base at full rank.
+
+    Args:
+        model: the plain model about to be adapted (its matching Linear layers give the bar's total).
+        spec: the method spec (its name labels the bar; its target modules give the total where listed).
+    """
+    from loldu.logs import progress
+
+    targets = spec.target_modules
+    total = None
+    if targets is not None and not isinstance(targets, str):
+        total = sum(isinstance(m, nn.Linear) and any(_module_matches(n, t) for t in targets)
+                    for n, m in model.named_modules())  # fmt: skip
+    bar = progress(iter(()), f"{spec.name}: adapting layers", total=total, unit="layer")
+
+    def tick(parent: nn.Module, name: str, child: nn.Module) -> None:
+        if isinstance(child, BaseTunerLayer):  # a layer of the method put in place of its base layer
+            bar.update()
+
+    handle = register_module_module_registration_hook(tick)
+    try:
+        yield
+    finally:
+        handle.remove()
+        bar.close()
 
 
 def base_info(model: nn.Module, spec: MethodSpec) -> MethodInfo:

@@ -90,10 +90,11 @@ def linear_fingerprints(model: nn.Module) -> dict[str, list[float]]:
 
 
 def base_name(model: nn.Module) -> str | None:
-    """The base model's ``name_or_path``, where the model records one."""
+    """The base model's ``name_or_path`` where the model records one, as a portable name (no local path)."""
+    from .model_card import portable_name
+
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    name = getattr(getattr(inner, "config", None), "_name_or_path", None)
-    return str(name) if name else None
+    return portable_name(getattr(getattr(inner, "config", None), "_name_or_path", None))
 
 
 def check_digest(tensor_file: Path, saved: dict | None, spec_file: Path) -> None:

@@ -12,8 +12,18 @@ from peft.utils.other import ModulesToSaveWrapper
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .apply import MethodInfo, MethodSpec, apply_method, base_info, plain_trainable_names, spec_dict
-from .integrity import REFUSE_DAMAGED, check_base, check_config_rank, check_digest, saved_record
+from .apply import (
+    MethodInfo,
+    MethodSpec,
+    apply_method,
+    base_info,
+    count_parameters,
+    layer_progress,
+    plain_trainable_names,
+    spec_dict,
+)
+from .integrity import REFUSE_DAMAGED, base_name, check_base, check_config_rank, check_digest, saved_record
+from .model_card import CARD_FILE, model_card, portable_config
 from .registry import get_method
 
 PLAIN_FILE = "trainable.safetensors"
@@ -60,7 +70,10 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     PEFT methods use ``save_pretrained``; plain methods save their trainable
     tensors. ``method.json`` holds the method spec and a ``"saved"`` record
     (content hash, base fingerprints, base architecture; see
-    :mod:`loldu.methods.integrity`) that :func:`load_adapter` checks.
+    :mod:`loldu.methods.integrity`) that :func:`load_adapter` checks. The folder
+    holds no path of this machine: ``adapter_config.json`` names the base by its
+    portable name, and ``README.md`` says what was trained
+    (:mod:`loldu.methods.model_card`; a run rewrites it with its task and metrics).
     """
     info: MethodInfo = _info(model)
     path = Path(path)
@@ -69,6 +82,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         # PiSSA's saved config keeps init "pissa": loading redoes the (deterministic)
         # SVD of the fresh base, so the residual base weights are rebuilt too.
         model.save_pretrained(str(path))
+        portable_config(path)
         tensor_file = path / PEFT_FILE
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
@@ -77,6 +91,10 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
     spec = json.dumps(spec_dict(info.spec), indent=2)
     saved = json.dumps(saved_record(model, info, tensor_file), separators=(",", ":"))  # one line: it is long
     (path / SPEC_FILE).write_text(f'{spec[:-2]},\n  "{SAVED_KEY}": {saved}\n}}\n')
+    card = model_card(
+        spec_dict(info.spec), base_name(model), count_parameters(model), peft=isinstance(model, PeftModel)
+    )
+    (path / CARD_FILE).write_text(card)
     return path
 
 
@@ -126,7 +144,8 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
                 params[name].copy_(value)
         return model
     info = base_info(base_model, spec)  # before PiSSA rewrites the base weights
-    model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
+    with layer_progress(base_model, spec):  # LoLDU/SVFit rebuild each layer's factors
+        model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
     model.loldu_method = info
     return model
 
