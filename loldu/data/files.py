@@ -38,7 +38,22 @@ def _existing_file(path: str | Path, key: str) -> Path:
     return file
 
 
-def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Dataset:
+def _decode(file: Path, key: str, encoding: str) -> None:
+    try:
+        file.read_bytes().decode(encoding)
+    except LookupError as err:
+        raise ValueError(
+            f"source_args.encoding={encoding!r} is not a known text encoding (e.g. utf-8, latin-1, cp1252)."
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"source_args.{key}: the file {str(file)!r} is not {encoding} text (byte {err.object[err.start]:#04x} at "
+            f"offset {err.start}); set task.data.source_args.encoding to the file's encoding (e.g. "
+            "task.data.source_args.encoding=latin-1 or cp1252), or save the file as UTF-8."
+        ) from err
+
+
+def read_table(path: str | Path, key: str, delimiter: str | None = None, encoding: str = "utf-8") -> Dataset:
     """Reads a CSV (or TSV, by extension ``.tsv``/``.tab``) file with ``datasets.load_dataset("csv")``.
 
     Cells are kept as written ("NA", "null" stay text); only empty cells are missing.
@@ -47,17 +62,19 @@ def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Data
         path: The file.
         key: The config key that gave it (for messages), e.g. ``"train"``.
         delimiter: Overrides the delimiter chosen by extension.
+        encoding: The file's text encoding.
 
     Returns:
         The rows.
 
     Raises:
         FileNotFoundError: The file does not exist (names the path and the key).
-        ValueError: The file is empty or has no data rows.
+        ValueError: The file is empty, has no data rows, or is not text in ``encoding`` (names the option).
     """
     import datasets
 
     file = _existing_file(path, key)
+    _decode(file, key, encoding)
     lines = [line for line in file.read_bytes().splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty.")
@@ -65,7 +82,7 @@ def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Data
         raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
     sep = delimiter or ("\t" if file.suffix.lower() in (".tsv", ".tab") else ",")
     quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    options = {"sep": sep, "quoting": quoting, "keep_default_na": False, "na_values": [""]}
+    options = {"sep": sep, "quoting": quoting, "keep_default_na": False, "na_values": [""], "encoding": encoding}
     rows = datasets.load_dataset("csv", data_files=str(file.resolve()), split="train", **options)
     if len(rows) == 0:
         raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
@@ -81,6 +98,7 @@ def text_csv(
     label_names: Sequence[str] | None = None,
     regression: bool = False,
     delimiter: str | None = None,
+    encoding: str = "utf-8",
 ) -> DatasetDict:
     """Text classification/regression data from CSV or TSV files.
 
@@ -94,13 +112,15 @@ def text_csv(
             unique training labels (integer labels 0..k give names "0".."k").
         regression: Float targets (``num_labels`` = 1).
         delimiter: Overrides the delimiter chosen by extension (``,``; tab for ``.tsv``/``.tab``).
+        encoding: The files' text encoding (e.g. ``latin-1`` or ``cp1252`` for files saved by older tools).
 
     Returns:
         The parts (``text``, ``text_pair`` for pairs, ``label``).
 
     Raises:
         FileNotFoundError: A file does not exist.
-        ValueError: Empty file, missing column (lists the file's columns), or a label not in the label names.
+        ValueError: Empty file, missing column (lists the file's columns), a label not in the label names, or a file
+            that is not text in ``encoding``.
     """
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     if not 1 <= len(columns) <= 2:
@@ -110,12 +130,18 @@ def text_csv(
     for key, path in (("train", train), ("validation", validation), ("test", test)):
         if path is None:
             continue
-        rows = read_table(path, key, delimiter)
+        rows = read_table(path, key, delimiter, encoding)
         missing = [c for c in [*columns, label_column] if c not in rows.column_names]
         if missing:
+            keys = [
+                k
+                for k, names in (("text_columns", columns), ("label_column", [label_column]))
+                if set(names) & set(missing)
+            ]
             raise ValueError(
                 f"source_args.{key}: the file {str(path)!r} has no column(s) {missing}; "
-                f"its columns are {rows.column_names}."
+                f"its columns are {rows.column_names}. Set {' and '.join(f'task.data.source_args.{k}' for k in keys)} "
+                "to the file's column names."
             )
         labels, names = encode_labels(rows[label_column], names, bool(regression), f"{path}")
         tables[key] = (rows, labels)
