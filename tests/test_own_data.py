@@ -218,7 +218,8 @@ def test_user_folders_are_not_augmented_but_recipes_keep_it(tmp_path):
     first, again = dm.datasets["train"][0]["pixel_values"], dm.datasets["train"][0]["pixel_values"]
     assert torch.equal(first, again)  # no random crop or flip
     assert ImageClassificationDataModule("imagefolder", {"root": str(root)}).augment is False
-    assert _compose("model=tiny_vit", "task=cifar10").task.data.augment is True
+    assert _compose("model=tiny_vit", "task=cifar10").task.data.augment is True  # the recipes of natural images
+    assert _compose("model=tiny_vit", "task=digits").task.data.augment is False  # a mirrored digit is no digit
 
 
 def test_model_loading_error_names_the_real_key_and_offline_mode(monkeypatch):

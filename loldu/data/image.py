@@ -108,7 +108,8 @@ class ImageClassificationDataModule(LabelledDataModule):
             (0, 1) or a count.
         test_fraction: Test size carved from train when the source has no test split (same forms).
         **loader_args: batch_size, eval_batch_size, num_workers, seed, limit_train, limit_eval (see
-            :class:`~loldu.data.module.SplitDataModule`).
+            :class:`~loldu.data.module.SplitDataModule`), min_split_size (fewest rows per split, default 5; see
+            :class:`~loldu.data.module.LabelledDataModule`).
     """
 
     SOURCES = IMAGE_SOURCES

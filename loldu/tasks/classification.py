@@ -115,11 +115,14 @@ def save_label_names(names: list[str], model: Any, out: Path) -> None:
         model: The classifier (its ``config`` is updated when it has ``id2label``).
         out: The run folder.
     """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
     id2label = dict(enumerate(names))
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "labels.json.tmp"
-    tmp.write_text(json.dumps({str(i): name for i, name in id2label.items()}, indent=2))
-    tmp.replace(out / "labels.json")
+    if getattr(rank_zero_only, "rank", 0) == 0:  # one writer under DDP; every rank names its model's classes
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "labels.json.tmp"
+        tmp.write_text(json.dumps({str(i): name for i, name in id2label.items()}, indent=2))
+        tmp.replace(out / "labels.json")
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "id2label"):
         config.id2label, config.label2id = id2label, {name: i for i, name in id2label.items()}
