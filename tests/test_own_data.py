@@ -18,6 +18,7 @@ from omegaconf import open_dict
 
 import loldu.config  # noqa: F401
 from loldu.data import ImageClassificationDataModule, TextClassificationDataModule
+from loldu.tasks import get_family
 from loldu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +205,18 @@ def test_a_one_class_folder_names_the_layout(tmp_path):
         ImageClassificationDataModule("imagefolder", {"root": str(root)}).check()
 
 
+def test_regression_data_with_class_metrics_names_the_metric_keys(tmp_path, builder_calls):
+    data = _csv(tmp_path / "scores.csv", [(f"review {i}", f"{i % 7 / 2}") for i in range(60)])
+    args = ("model=tiny_bert", "task=text_csv", f"task.data.source_args.train={data}")
+    with pytest.raises(
+        ValueError, match=r"class metrics.*set task\.metrics=\[pearson,spearman\] task\.monitor=val/pearson"
+    ):
+        _train(tmp_path / "run", *args, "task.data.source_args.regression=true")
+    cfg = _compose(*args, "task.data.source_args.regression=true", "task.metrics=[pearson,spearman]")
+    get_family("text").check_data(cfg)
+    assert cfg.task.num_labels == 1 and builder_calls == []
+
+
 # -- augmentation, model-loading errors --------------------------------------------------------------------------------
 
 
@@ -241,8 +254,6 @@ def test_model_loading_error_names_the_real_key_and_offline_mode(monkeypatch):
 
 
 def test_readme_own_data_example_composes_and_its_data_checks(tmp_path, monkeypatch):
-    from loldu.tasks import get_family
-
     section = (ROOT / "README.md").read_text().split("## Your own data", 1)[1].split("\n## ", 1)[0]
     csv_block = re.search(r"cat > (\S+) <<'CSV'\n(.*?)CSV\n", section, flags=re.S)
     monkeypatch.chdir(tmp_path)

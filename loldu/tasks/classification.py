@@ -106,6 +106,29 @@ class ClassificationModule(FineTuneModule):
         self._eval_step(batch, "test", self.test_metrics)
 
 
+REGRESSION_METRICS = ("pearson", "spearman", "mse")
+
+
+def check_metrics(metrics: list[str], regression: bool) -> None:
+    """Refuses class metrics on regression data and regression metrics on classes, naming the keys to set.
+
+    Raises:
+        ValueError: A metric that does not fit the kind of labels.
+    """
+    wrong = [m for m in metrics if (m in REGRESSION_METRICS) != regression]
+    if not wrong:
+        return
+    if regression:
+        raise ValueError(
+            f"task.metrics {wrong} are class metrics but the labels are regression targets; set "
+            "task.metrics=[pearson,spearman] task.monitor=val/pearson"
+        )
+    raise ValueError(
+        f"task.metrics {wrong} are regression metrics but the labels are classes; set task.metrics=[acc,f1] "
+        "task.monitor=val/acc (or task.data.source_args.regression=true for numeric targets)"
+    )
+
+
 def save_label_names(names: list[str], model: Any, out: Path) -> None:
     """Writes ``labels.json`` (class index -> name) into the run folder ``out`` and, for a transformers model, the
     names into its config's ``id2label``/``label2id``, so that a saved or merged model predicts names.
@@ -152,6 +175,7 @@ class ClassificationFamily(TaskFamily):
                 f"({datamodule.label_names}); set task.num_labels={found}, or task.num_labels=null to take it "
                 "from the data"
             )
+        check_metrics(list(cfg.task.metrics), datamodule.is_regression)
         return datamodule
 
     def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
