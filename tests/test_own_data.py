@@ -191,6 +191,19 @@ def test_a_non_utf8_csv_names_the_file_and_the_encoding_option(tmp_path):
         TextClassificationDataModule("text_csv", {"train": str(path), "encoding": "latin-42"}).check()
 
 
+def test_a_tsv_or_semicolon_file_named_csv_gets_the_delimiter_hint(tmp_path):
+    rows = "".join(f"text {i};{'ab'[i % 2]}\n" for i in range(60))
+    (tmp_path / "semi.csv").write_text("text;label\n" + rows)
+    with pytest.raises(ValueError, match=r"looks ';'-separated: set task\.data\.source_args\.delimiter=';'"):
+        TextClassificationDataModule("text_csv", {"train": str(tmp_path / "semi.csv")}).check()
+    (tmp_path / "tabs.csv").write_text("text\tlabel\n" + rows.replace(";", "\t"))
+    with pytest.raises(ValueError, match=r"looks tab-separated: name it \.tsv"):
+        TextClassificationDataModule("text_csv", {"train": str(tmp_path / "tabs.csv")}).check()
+    dm = TextClassificationDataModule("text_csv", {"train": str(tmp_path / "semi.csv"), "delimiter": ";"})
+    dm.check()
+    assert dm.label_names == ["a", "b"]
+
+
 def test_a_one_class_csv_says_classification_needs_two_classes(tmp_path):
     data = _csv(tmp_path / "one.csv", [(f"text {i}", "spam") for i in range(30)])
     expected = (

@@ -6,7 +6,6 @@ directory.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from .base import encode_labels, image_dataset, text_dataset
 from .packaged import INSTRUCTION_FEATURES
+from .tables import delimiter_hint, read_table
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 FIELDS_HELP = (
@@ -29,64 +29,6 @@ SPLIT_FOLDERS = {
     "validation": "validation",
     "test": "test",
 }
-
-
-def _existing_file(path: str | Path, key: str) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"source_args.{key}: the file {str(file)!r} does not exist.")
-    return file
-
-
-def _decode(file: Path, key: str, encoding: str) -> None:
-    try:
-        file.read_bytes().decode(encoding)
-    except LookupError as err:
-        raise ValueError(
-            f"source_args.encoding={encoding!r} is not a known text encoding (e.g. utf-8, latin-1, cp1252)."
-        ) from err
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"source_args.{key}: the file {str(file)!r} is not {encoding} text (byte {err.object[err.start]:#04x} at "
-            f"offset {err.start}); set task.data.source_args.encoding to the file's encoding (e.g. "
-            "task.data.source_args.encoding=latin-1 or cp1252), or save the file as UTF-8."
-        ) from err
-
-
-def read_table(path: str | Path, key: str, delimiter: str | None = None, encoding: str = "utf-8") -> Dataset:
-    """Reads a CSV (or TSV, by extension ``.tsv``/``.tab``) file with ``datasets.load_dataset("csv")``.
-
-    Cells are kept as written ("NA", "null" stay text); only empty cells are missing.
-
-    Args:
-        path: The file.
-        key: The config key that gave it (for messages), e.g. ``"train"``.
-        delimiter: Overrides the delimiter chosen by extension.
-        encoding: The file's text encoding.
-
-    Returns:
-        The rows.
-
-    Raises:
-        FileNotFoundError: The file does not exist (names the path and the key).
-        ValueError: The file is empty, has no data rows, or is not text in ``encoding`` (names the option).
-    """
-    import datasets
-
-    file = _existing_file(path, key)
-    _decode(file, key, encoding)
-    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty.")
-    if len(lines) == 1:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
-    sep = delimiter or ("\t" if file.suffix.lower() in (".tsv", ".tab") else ",")
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    options = {"sep": sep, "quoting": quoting, "keep_default_na": False, "na_values": [""], "encoding": encoding}
-    rows = datasets.load_dataset("csv", data_files=str(file.resolve()), split="train", **options)
-    if len(rows) == 0:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
-    return rows
 
 
 def text_csv(
@@ -141,7 +83,7 @@ def text_csv(
             raise ValueError(
                 f"source_args.{key}: the file {str(path)!r} has no column(s) {missing}; "
                 f"its columns are {rows.column_names}. Set {' and '.join(f'task.data.source_args.{k}' for k in keys)} "
-                "to the file's column names."
+                f"to the file's column names.{delimiter_hint(rows.column_names)}"
             )
         labels, names = encode_labels(rows[label_column], names, bool(regression), f"{path}")
         tables[key] = (rows, labels)
@@ -217,7 +159,8 @@ def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"source_args.root: the folder {str(folder)!r} does not exist.")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"source_args.root: the folder {str(folder)!r} {what}.")
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or IMAGE_EXTENSIONS))
     scanned = {split: _scan_classes(path, exts) for split, path in _layout(folder).items()}
     names = sorted(scanned["train"])
