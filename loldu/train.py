@@ -1,6 +1,6 @@
 """train(cfg): the one run skeleton every task family shares; the family (loldu/tasks/) supplies the rest.
 
-check the config -> run folder and seed -> model bundle -> data module (read and checked) -> method ->
+check the config -> data (read and checked) -> run folder and seed -> model bundle (attached to the data) -> method ->
 LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and exports -> metrics.json and summary.
 """
 
@@ -32,10 +32,11 @@ def train(cfg: DictConfig) -> float | None:
     quiet()
     resolve_defaults(cfg)
     check_config(cfg)
+    datamodule = get_family(cfg.task.family).check_data(cfg)  # before any model loads; may fill task.num_labels
     out = Path(cfg.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     try:
-        return _run(cfg, out)
+        return _run(cfg, out, datamodule)
     finally:
         if cfg.logger.get("wandb"):
             import wandb
@@ -43,10 +44,9 @@ def train(cfg: DictConfig) -> float | None:
             wandb.finish()
 
 
-def _run(cfg: DictConfig, out: Path) -> float | None:
+def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule) -> float | None:
     family = get_family(cfg.task.family)
     bundle = instantiate(cfg.model.builder, _convert_="all")
-    datamodule = instantiate(cfg.task.data, _convert_="all", **family.data_kwargs(bundle))
     family.prepare(cfg, bundle, datamodule)
     model = apply_method(family.base_model(bundle), method_spec(cfg))
     counts = count_parameters(model)

@@ -154,12 +154,12 @@ def test_text_csv_string_labels(tmp_path, tokenizer):
     val = _write(tmp_path / "val.tsv", "review\tstars\nloved it\tpos\nmeh\tneutral\n")
     args = {"train": train, "validation": val, "text_columns": "review", "label_column": "stars"}
     named = {**args, "label_names": ["neg", "neutral", "pos"]}
-    dm = TextClassificationDataModule("text_csv", named, tokenizer=tokenizer)
+    dm = TextClassificationDataModule("text_csv", named, tokenizer=tokenizer, min_split_size=2)
     assert dm.num_labels == 3
     dm.setup()
     assert dm.split_sizes() == {"train": 27, "validation": 2, "test": 3}
     assert dm.datasets["validation"]["labels"] == [2, 1]
-    inferred = TextClassificationDataModule("text_csv", args, tokenizer=tokenizer, batch_size=4)
+    inferred = TextClassificationDataModule("text_csv", args, tokenizer=tokenizer, batch_size=4, min_split_size=2)
     inferred.setup()
     assert inferred.label_names == ["neg", "neutral", "pos"]
     assert next(iter(inferred.train_dataloader()))["input_ids"].shape[0] == 4
@@ -169,7 +169,7 @@ def test_text_csv_sentence_pairs(tmp_path, tokenizer):
     lines = "".join(f"a{i} b,c d {i},{i % 2}\n" for i in range(20))
     train = _write(tmp_path / "pairs.csv", "s1,s2,label\n" + lines)
     dm = TextClassificationDataModule(
-        "text_csv", {"train": train, "text_columns": ["s1", "s2"]}, tokenizer=tokenizer, batch_size=4
+        "text_csv", {"train": train, "text_columns": ["s1", "s2"]}, tokenizer=tokenizer, batch_size=4, min_split_size=2
     )
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
@@ -208,7 +208,8 @@ def test_imagefolder_layouts(tmp_path):
             for i in range(count):
                 _png(tmp_path / "split" / part / cls / f"{i}.png", color)
     _png(tmp_path / "split" / "train" / "dog" / "grey.png", 90, mode="L")
-    dm = ImageClassificationDataModule("imagefolder", {"root": str(tmp_path / "split")}, image_size=8, batch_size=4)
+    root = {"root": str(tmp_path / "split")}
+    dm = ImageClassificationDataModule("imagefolder", root, image_size=8, batch_size=4, min_split_size=2)
     dm.setup()
     assert dm.split_sizes() == {"train": 13, "validation": 4, "test": 4} and dm.label_names == ["cat", "dog"]
     batch = next(iter(dm.val_dataloader()))
@@ -216,7 +217,9 @@ def test_imagefolder_layouts(tmp_path):
     for cls in ("a", "b"):
         for i in range(10):
             _png(tmp_path / "flat" / cls / f"{i}.png", (i * 20, 0, 0))
-    flat = ImageClassificationDataModule("imagefolder", {"root": str(tmp_path / "flat")}, image_size=8, augment=False)
+    flat = ImageClassificationDataModule(
+        "imagefolder", {"root": str(tmp_path / "flat")}, image_size=8, min_split_size=2
+    )
     flat.setup()
     assert flat.split_sizes() == {"train": 16, "validation": 2, "test": 2}
     _assert_disjoint(flat)
@@ -276,13 +279,14 @@ def test_hub_sources_with_a_local_dataset(monkeypatch, tokenizer):
         ),
     }
     monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, **kw: fake[name])
-    dm = TextClassificationDataModule("glue", {"task": "mnli"}, tokenizer=tokenizer, batch_size=4)
+    dm = TextClassificationDataModule("glue", {"task": "mnli"}, tokenizer=tokenizer, batch_size=4, min_split_size=2)
     dm.setup()
     assert dm.split_sizes() == {"train": 36, "validation": 4, "test": 6, "test_mismatched": 5}
     assert dm.label_names == ["entailment", "neutral", "contradiction"]
     assert next(iter(dm.extra_test_dataloaders()["test_mismatched"]))["labels"].shape == (4,)
     args = {"path": "local/cifar", "image_column": "img"}  # no "test" split: test_split "auto" carves one
-    image = ImageClassificationDataModule("hub_image", args, image_size=4, val_fraction=0.2, test_fraction=0.2)
+    sizes = {"val_fraction": 0.2, "test_fraction": 0.2, "min_split_size": 2}
+    image = ImageClassificationDataModule("hub_image", args, image_size=4, **sizes)
     image.setup()
     assert image.split_sizes() == {"train": 6, "validation": 2, "test": 2} and image.label_names == ["x", "y"]
 
@@ -316,7 +320,9 @@ def test_check_reads_and_splits_without_a_tokenizer_or_model(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"source_args\.train.*nope\.csv"):
         missing.check()
     rows = "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(20))
-    dm = TextClassificationDataModule("text_csv", {"train": _write(tmp_path / "ok.csv", "text,label\n" + rows)})
+    dm = TextClassificationDataModule(
+        "text_csv", {"train": _write(tmp_path / "ok.csv", "text,label\n" + rows)}, min_split_size=2
+    )
     dm.check()
     assert dm.label_names == ["a", "b"]  # inferred from the file, known before any tokenizer
     assert {name: len(ix) for name, (_, ix) in dm.split_indices.items()} == {"train": 16, "validation": 2, "test": 2}
@@ -332,7 +338,9 @@ def test_a_tokenizer_without_pad_token_is_refused_with_the_fix(tmp_path, tokeniz
     no_pad = copy.deepcopy(tokenizer)
     no_pad.pad_token = None
     rows = "".join(f"text {i},{i % 2}\n" for i in range(20))
-    dm = TextClassificationDataModule("text_csv", {"train": _write(tmp_path / "t.csv", "text,label\n" + rows)})
+    dm = TextClassificationDataModule(
+        "text_csv", {"train": _write(tmp_path / "t.csv", "text,label\n" + rows)}, min_split_size=2
+    )
     dm.tokenizer = no_pad
     with pytest.raises(ValueError, match=r"no pad token.*set tokenizer\.pad_token"):
         dm.setup()

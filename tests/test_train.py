@@ -77,8 +77,14 @@ def test_missing_data_file_fails_before_training(tmp_path):
 def test_wrong_label_count_is_refused(tmp_path):
     csv = tmp_path / "train.csv"
     csv.write_text("text,label\n" + "".join(f"text number {i},{'abc'[i % 3]}\n" for i in range(60)))
-    with pytest.raises(ValueError, match="set task.num_labels=3"):
-        _run(tmp_path / "run", "model=tiny_bert", "task=text_csv", f"task.data.source_args.train={csv}")
+    with pytest.raises(ValueError, match=r"task.num_labels=2 but .* has 3 labels.*set task.num_labels=3"):
+        _run(
+            tmp_path / "run",
+            "model=tiny_bert",
+            "task=text_csv",
+            "task.num_labels=2",
+            f"task.data.source_args.train={csv}",
+        )
 
 
 def test_multirun_sweep_and_report(tmp_path):

@@ -121,7 +121,8 @@ class DreamBoothDataModule(SplitDataModule):
     Args:
         instance_prompt: The prompt of the subject's images, e.g. ``"a photo of sks dog"``.
         tokenizer: The text encoder's tokenizer; ``model_max_length`` is the prompt limit (and the padding length).
-        resolution: Image side after resizing and cropping.
+            None until :meth:`attach` gives it (the images are read and checked without it).
+        resolution: Image side after resizing and cropping (None until :meth:`attach`).
         instance_dir: Folder of the subject's images (png, jpg, jpeg, webp, bmp). Exactly one of ``instance_dir``
             and ``builtin`` must be given.
         builtin: An offline demo source instead of a folder: ``{"source": "animal_mnist", "label": "dog",
@@ -145,8 +146,8 @@ class DreamBoothDataModule(SplitDataModule):
     def __init__(
         self,
         instance_prompt: str,
-        tokenizer: Any,
-        resolution: int,
+        tokenizer: Any = None,
+        resolution: int | None = None,
         instance_dir: str | None = None,
         builtin: Mapping[str, Any] | None = None,
         class_dir: str | None = None,
@@ -160,7 +161,7 @@ class DreamBoothDataModule(SplitDataModule):
         super().__init__(source="dreambooth", **{"batch_size": 1, **loader_args})
         self.instance_prompt = instance_prompt
         self.tokenizer = tokenizer
-        self.resolution = int(resolution)
+        self.resolution = None if resolution is None else int(resolution)
         self.instance_dir = instance_dir
         self.builtin = builtin
         self.class_dir = class_dir
@@ -189,7 +190,7 @@ class DreamBoothDataModule(SplitDataModule):
             check_builtin(self.builtin)
         if not isinstance(self.instance_prompt, str) or not self.instance_prompt.strip():
             raise ValueError("data.instance_prompt is empty; give the subject's prompt, e.g. 'a photo of sks dog'.")
-        if self.resolution < 1:
+        if self.resolution is not None and self.resolution < 1:
             raise ValueError(f"data.resolution must be >= 1; got {self.resolution}.")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1; got {self.batch_size}.")
@@ -211,6 +212,8 @@ class DreamBoothDataModule(SplitDataModule):
     def _check_prompts(self) -> None:
         from ..models.diffusion import check_prompt_length
 
+        if self.tokenizer is None:  # checked again once the model's tokenizer is attached
+            return
         check_prompt_length(self.tokenizer, self.instance_prompt, "data.instance_prompt")
         if self.with_prior_preservation:
             check_prompt_length(self.tokenizer, self.class_prompt, "data.class_prompt")
@@ -271,6 +274,17 @@ class DreamBoothDataModule(SplitDataModule):
         have = len(list_images(folder)) if folder.is_dir() else 0
         return max(0, self.num_class_images - have)
 
+    def attach(self, **model_parts: Any) -> None:
+        """Sets the model's ``tokenizer`` and ``resolution``, then checks the prompts' lengths against it.
+
+        Raises:
+            ValueError: A prompt longer than the text encoder takes, or a resolution < 1.
+        """
+        super().attach(**model_parts)
+        self.resolution = None if self.resolution is None else int(self.resolution)
+        self._check_args()
+        self._check_prompts()
+
     def _load_classes(self) -> list[Any]:
         missing = self.class_images_missing()
         if missing:
@@ -285,6 +299,9 @@ class DreamBoothDataModule(SplitDataModule):
 
     def _build(self, split: str, rows: Dataset) -> DreamBoothDataset:
         from ..models.diffusion import prompt_ids
+
+        if self.tokenizer is None or self.resolution is None:
+            raise ValueError("DreamBoothDataModule needs tokenizer and resolution (pass them, or call attach()).")
 
         classes, class_ids = None, None
         if self.with_prior_preservation:

@@ -6,7 +6,6 @@ directory.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from datasets import Dataset, DatasetDict
 
 from .base import encode_labels, image_dataset, text_dataset
 from .packaged import INSTRUCTION_FEATURES
+from .tables import delimiter_hint, read_table
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 FIELDS_HELP = (
@@ -31,47 +31,6 @@ SPLIT_FOLDERS = {
 }
 
 
-def _existing_file(path: str | Path, key: str) -> Path:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"source_args.{key}: the file {str(file)!r} does not exist.")
-    return file
-
-
-def read_table(path: str | Path, key: str, delimiter: str | None = None) -> Dataset:
-    """Reads a CSV (or TSV, by extension ``.tsv``/``.tab``) file with ``datasets.load_dataset("csv")``.
-
-    Cells are kept as written ("NA", "null" stay text); only empty cells are missing.
-
-    Args:
-        path: The file.
-        key: The config key that gave it (for messages), e.g. ``"train"``.
-        delimiter: Overrides the delimiter chosen by extension.
-
-    Returns:
-        The rows.
-
-    Raises:
-        FileNotFoundError: The file does not exist (names the path and the key).
-        ValueError: The file is empty or has no data rows.
-    """
-    import datasets
-
-    file = _existing_file(path, key)
-    lines = [line for line in file.read_bytes().splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty.")
-    if len(lines) == 1:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
-    sep = delimiter or ("\t" if file.suffix.lower() in (".tsv", ".tab") else ",")
-    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
-    options = {"sep": sep, "quoting": quoting, "keep_default_na": False, "na_values": [""]}
-    rows = datasets.load_dataset("csv", data_files=str(file.resolve()), split="train", **options)
-    if len(rows) == 0:
-        raise ValueError(f"source_args.{key}: the file {str(file)!r} is empty (a header but no rows).")
-    return rows
-
-
 def text_csv(
     train: str,
     text_columns: str | Sequence[str] = "text",
@@ -81,6 +40,7 @@ def text_csv(
     label_names: Sequence[str] | None = None,
     regression: bool = False,
     delimiter: str | None = None,
+    encoding: str = "utf-8",
 ) -> DatasetDict:
     """Text classification/regression data from CSV or TSV files.
 
@@ -94,13 +54,15 @@ def text_csv(
             unique training labels (integer labels 0..k give names "0".."k").
         regression: Float targets (``num_labels`` = 1).
         delimiter: Overrides the delimiter chosen by extension (``,``; tab for ``.tsv``/``.tab``).
+        encoding: The files' text encoding (e.g. ``latin-1`` or ``cp1252`` for files saved by older tools).
 
     Returns:
         The parts (``text``, ``text_pair`` for pairs, ``label``).
 
     Raises:
         FileNotFoundError: A file does not exist.
-        ValueError: Empty file, missing column (lists the file's columns), or a label not in the label names.
+        ValueError: Empty file, missing column (lists the file's columns), a label not in the label names, or a file
+            that is not text in ``encoding``.
     """
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
     if not 1 <= len(columns) <= 2:
@@ -110,12 +72,18 @@ def text_csv(
     for key, path in (("train", train), ("validation", validation), ("test", test)):
         if path is None:
             continue
-        rows = read_table(path, key, delimiter)
+        rows = read_table(path, key, delimiter, encoding)
         missing = [c for c in [*columns, label_column] if c not in rows.column_names]
         if missing:
+            keys = [
+                k
+                for k, names in (("text_columns", columns), ("label_column", [label_column]))
+                if set(names) & set(missing)
+            ]
             raise ValueError(
                 f"source_args.{key}: the file {str(path)!r} has no column(s) {missing}; "
-                f"its columns are {rows.column_names}."
+                f"its columns are {rows.column_names}. Set {' and '.join(f'task.data.source_args.{k}' for k in keys)} "
+                f"to the file's column names.{delimiter_hint(rows.column_names)}"
             )
         labels, names = encode_labels(rows[label_column], names, bool(regression), f"{path}")
         tables[key] = (rows, labels)
@@ -191,7 +159,8 @@ def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool
     """
     folder = Path(root).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(f"source_args.root: the folder {str(folder)!r} does not exist.")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"source_args.root: the folder {str(folder)!r} {what}.")
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in (extensions or IMAGE_EXTENSIONS))
     scanned = {split: _scan_classes(path, exts) for split, path in _layout(folder).items()}
     names = sorted(scanned["train"])

@@ -101,12 +101,15 @@ class ImageClassificationDataModule(LabelledDataModule):
         mean: The model's per-channel normalisation mean.
         std: The model's per-channel normalisation standard deviation.
         channels: 3 (grey images are repeated to RGB) or 1.
-        augment: Augment training images (RandomResizedCrop + horizontal flip); evaluation is Resize + CenterCrop.
+        augment: Augment training images (RandomResizedCrop + horizontal flip; off by default, since a flip changes
+            what some images mean, e.g. digits); evaluation is Resize + CenterCrop. Task configs turn it on where
+            their recipe does.
         val_fraction: Validation size carved from train when the source has no validation split: a fraction in
             (0, 1) or a count.
         test_fraction: Test size carved from train when the source has no test split (same forms).
         **loader_args: batch_size, eval_batch_size, num_workers, seed, limit_train, limit_eval (see
-            :class:`~loldu.data.module.SplitDataModule`).
+            :class:`~loldu.data.module.SplitDataModule`), min_split_size (fewest rows per split, default 5; see
+            :class:`~loldu.data.module.LabelledDataModule`).
     """
 
     SOURCES = IMAGE_SOURCES
@@ -120,7 +123,7 @@ class ImageClassificationDataModule(LabelledDataModule):
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         channels: int = 3,
-        augment: bool = True,
+        augment: bool = False,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         **loader_args: Any,
@@ -129,11 +132,10 @@ class ImageClassificationDataModule(LabelledDataModule):
         if int(channels) not in (1, 3):
             raise ValueError(f"channels must be 1 or 3; got {channels}.")
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        if len(self.mean) != int(channels) or len(self.std) != int(channels):
-            raise ValueError(f"mean and std need {channels} values each; got {self.mean} and {self.std}.")
+        self.channels = int(channels)
+        self._check_channels()
         self.save_hyperparameters()
         self.image_size = int(image_size)
-        self.channels = int(channels)
         self.augment = bool(augment)
         self.val_fraction = check_size(val_fraction, "val_fraction")
         self.test_fraction = check_size(test_fraction, "test_fraction")
@@ -143,6 +145,26 @@ class ImageClassificationDataModule(LabelledDataModule):
 
     def _describe(self) -> dict[str, Any]:
         return describe_image_source(self.source, self.source_args)
+
+    def _one_class_fix(self) -> str:
+        if self.source == "imagefolder":
+            return "; put the images of each class in a sub-folder of their own (root/<class>/*.png)"
+        return ""
+
+    def attach(self, **model_parts: Any) -> None:
+        """Sets the model's input size and normalisation (``image_size``, ``mean``, ``std``) before :meth:`setup`.
+
+        Raises:
+            ValueError: ``mean`` or ``std`` without one value per channel.
+        """
+        super().attach(**model_parts)
+        self.image_size = int(self.image_size)
+        self.mean, self.std = [float(m) for m in self.mean], [float(s) for s in self.std]
+        self._check_channels()
+
+    def _check_channels(self) -> None:
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values each; got {self.mean} and {self.std}.")
 
     def _build(self, split: str, rows: Dataset) -> Dataset:
         transform = build_transform(self.image_size, self.mean, self.std, split == "train", self.augment)

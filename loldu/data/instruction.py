@@ -111,6 +111,17 @@ class InstructionDataModule(SplitDataModule):
         self.dropped: dict[str, int] = {}
         self.examples: dict[str, list[dict]] = {}
 
+    def attach(self, **model_parts: Any) -> None:
+        """Sets the model's ``tokenizer`` (checked against the template) before :meth:`setup`.
+
+        Raises:
+            ValueError: ``template="chat"`` with a tokenizer that has no chat template, or a tokenizer without eos.
+        """
+        super().attach(**model_parts)
+        if self.tokenizer is not None:
+            check_template(self.template, self.tokenizer, self.system_prompt)
+            eos_id(self.tokenizer)
+
     @property
     def add_special_tokens(self) -> bool:
         """How to tokenize a formatted prompt for generation: True for ``"alpaca"``, False for ``"chat"``."""

@@ -17,7 +17,17 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from .base import SPLITS, call_source, check_source_args
-from .splits import check_count, check_limit, limit, split, split_rng, stratified_order
+from .splits import (
+    MIN_SPLIT_SIZE,
+    check_classes,
+    check_count,
+    check_limit,
+    limit,
+    split,
+    split_rng,
+    split_size_message,
+    stratified_order,
+)
 
 
 def class_labels(part: Dataset, column: str = "label") -> np.ndarray | None:
@@ -97,9 +107,29 @@ class SplitDataModule(L.LightningDataModule):
     def _build(self, split: str, rows: Dataset) -> Any:
         raise NotImplementedError
 
+    def _check_plan(self, parts: DatasetDict, plan: dict[str, tuple[str, np.ndarray]]) -> None:
+        """Refuses a split plan (before limits) that cannot give meaningful results; nothing by default."""
+
     def collator(self) -> Callable | None:
         """The batch collator (None: torch's default collate)."""
         return None
+
+    def attach(self, **model_parts: Any) -> None:
+        """Sets what the data module takes from the model bundle (tokenizer, image size...), after :meth:`check`
+        has read the data and before :meth:`setup` builds the model inputs.
+
+        Args:
+            **model_parts: Constructor arguments of this module that come from the model (see
+                ``TaskFamily.data_kwargs``).
+
+        Raises:
+            TypeError: A name that is not an attribute of this module.
+        """
+        unknown = sorted(name for name in model_parts if not hasattr(self, name))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} takes no model part(s) {unknown}.")
+        for name, value in model_parts.items():
+            setattr(self, name, value)
 
     # -- reading and splitting ------------------------------------------------------------------------------------
 
@@ -115,6 +145,7 @@ class SplitDataModule(L.LightningDataModule):
         for name, part in parts.items():
             if name != "train":
                 plan[name] = (name, stratified_order(len(part), class_labels(part), split_rng(self.seed, name)))
+        self._check_plan(parts, plan)
         out = {}
         for name in (*SPLITS, *(p for p in plan if p not in SPLITS)):
             part, indices = plan[name]
@@ -197,7 +228,39 @@ class SplitDataModule(L.LightningDataModule):
 
 
 class LabelledDataModule(SplitDataModule):
-    """A :class:`SplitDataModule` whose rows carry a ``label`` column (classification or regression)."""
+    """A :class:`SplitDataModule` whose rows carry a ``label`` column (classification or regression).
+
+    :meth:`check` also refuses classification data with fewer than two classes in training, and splits (before
+    ``limit_train`` / ``limit_eval``) smaller than ``min_split_size`` rows, whose metrics would mean nothing.
+
+    Args:
+        *args: See :class:`SplitDataModule`.
+        min_split_size: Fewest rows a train, validation or test split may have.
+        **kwargs: See :class:`SplitDataModule`.
+    """
+
+    def __init__(self, *args: Any, min_split_size: int = MIN_SPLIT_SIZE, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.min_split_size = check_count(min_split_size, "min_split_size")
+
+    def where(self) -> str:
+        """Names the data in messages: the file or folder of a user source, else the source's name."""
+        for key in ("train", "root", "path"):
+            if isinstance(self.source_args.get(key), str):
+                return f"{self.source_args[key]!r}"
+        return f"the source {self.source!r}"
+
+    def _one_class_fix(self) -> str:
+        """Appended to the one-class error: what else the user may have meant."""
+        return ""
+
+    def _check_plan(self, parts: DatasetDict, plan: dict[str, tuple[str, np.ndarray]]) -> None:
+        labels = class_labels(parts["train"])
+        if labels is not None:
+            check_classes(labels, parts["train"].features["label"].names, self.where(), self._one_class_fix())
+        small = {name: len(indices) for name, (_, indices) in plan.items() if len(indices) < self.min_split_size}
+        if small:
+            raise ValueError(split_size_message(small, plan, self.min_split_size, self._size_keys(), self.where()))
 
     def _describe(self) -> dict[str, Any]:
         """What the source says before loading: ``label_names`` (None: inferred from the data) and more."""
@@ -214,6 +277,13 @@ class LabelledDataModule(SplitDataModule):
         if names is None:
             raise RuntimeError(f"{type(self).__name__}: label_names of source {self.source!r} are known after setup().")
         return names
+
+    @property
+    def is_regression(self) -> bool:
+        """True when labels are float targets (``num_labels`` is then 1); known after :meth:`check`."""
+        if self.parts is not None:
+            return not isinstance(self.parts["train"].features["label"], ClassLabel)
+        return bool(self._describe()["is_regression"])
 
     @property
     def num_labels(self) -> int:

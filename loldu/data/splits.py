@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+MIN_SPLIT_SIZE = 5  # fewest rows of a labelled split: fewer make accuracy a coin toss (1.000 from one example)
+
 
 def split_rng(seed: int, name: str) -> np.random.Generator:
     """One independent random stream per (seed, name), stable across runs and Python versions."""
@@ -146,3 +148,66 @@ def check_count(value: Any, key: str, minimum: int = 1, what: str = "an int") ->
 def check_limit(value: Any, key: str) -> int | None:
     """Checks a cap on a split's size: None or an int >= 1 (``key`` names it in the message)."""
     return None if value is None else check_count(value, key, what="None or an int")
+
+
+def check_classes(labels: np.ndarray, names: Sequence[str], where: str, fix: str = "") -> None:
+    """Refuses classification training labels with fewer than two distinct classes.
+
+    Args:
+        labels: Class index of every training example.
+        names: The class names.
+        where: Names the data (a file, a folder, a source).
+        fix: What else the user may have meant (e.g. how to ask for regression), appended to the message.
+
+    Raises:
+        ValueError: One class (or none) in ``labels``.
+    """
+    present = [names[int(i)] for i in np.unique(labels)]
+    if len(present) < 2:
+        found = ", ".join(repr(name) for name in present)
+        raise ValueError(f"classification needs at least 2 classes; found {len(present)} ({found}) in {where}{fix}")
+
+
+def split_size_message(
+    small: Mapping[str, int],
+    plan: Mapping[str, tuple[str, np.ndarray]],
+    minimum: int,
+    size_keys: Mapping[str, str],
+    where: str,
+) -> str:
+    """The message refusing splits smaller than ``minimum`` rows, naming the keys that change them.
+
+    Args:
+        small: Split name -> its row count, for the splits under the minimum.
+        plan: Split name -> (source part, indices): a split whose part is ``"train"`` was carved from train.
+        minimum: The minimum rows per split (``task.data.min_split_size``).
+        size_keys: Carved split -> the setting that sizes it.
+        where: Names the data.
+
+    Returns:
+        The message.
+    """
+    sizes = ", ".join(f"{name} {count}" for name, count in small.items())
+    carved = [name for name in plan if name != "train" and plan[name][0] == "train"]
+    total = sum(len(indices) for part, indices in plan.values() if part == "train")
+    needed = minimum * (1 + len(carved))
+    fixes = []
+    if total < needed:
+        fixes.append(
+            f"add rows to the training data (it has {total}; train and {len(carved)} carved split(s) need {needed})"
+        )
+    else:
+        keys = [f"task.data.{size_keys.get(name, name)}" for name in carved]
+        resize = [f"{key}={minimum}" for name, key in zip(carved, keys) if name in small]
+        if resize:
+            fixes.append(f"size the carved split(s) as counts: {' '.join(resize)}")
+        if "train" in small:
+            fixes.append(f"lower {' / '.join(keys)}")
+    fixes += [
+        f"put at least {minimum} rows in the source's {name} part" for name in small if name not in carved + ["train"]
+    ]
+    return (
+        f"{where}: too few rows per split to train and evaluate on ({sizes}); every split needs at least {minimum} "
+        f"rows (task.data.min_split_size={minimum}), or its metrics come from a handful of examples. "
+        f"To fix: {'; '.join(fixes)} (or, knowingly, lower task.data.min_split_size)."
+    )

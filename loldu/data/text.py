@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from datasets import ClassLabel, Dataset, Features
+from datasets import Dataset, Features
 
 from .files import text_csv
 from .hub import GLUE_TASKS, glue, hub_text
@@ -78,7 +78,8 @@ class TextClassificationDataModule(LabelledDataModule):
             (0, 1) or a count.
         test_fraction: Test size carved from train when the source has no test split (same forms).
         **loader_args: batch_size, eval_batch_size, num_workers, seed, limit_train, limit_eval (see
-            :class:`~loldu.data.module.SplitDataModule`).
+            :class:`~loldu.data.module.SplitDataModule`), min_split_size (fewest rows per split, default 5; see
+            :class:`~loldu.data.module.LabelledDataModule`).
     """
 
     SOURCES = TEXT_SOURCES
@@ -104,15 +105,13 @@ class TextClassificationDataModule(LabelledDataModule):
     def _held_out(self) -> dict[str, int | float]:
         return {"test": self.test_fraction, "validation": self.val_fraction}
 
-    @property
-    def is_regression(self) -> bool:
-        """True when labels are float targets (``num_labels`` is then 1)."""
-        if self.parts is not None:
-            return not isinstance(self.parts["train"].features["label"], ClassLabel)
-        return bool(self._describe()["is_regression"])
-
     def _describe(self) -> dict[str, Any]:
         return describe_text_source(self.source, self.source_args)
+
+    def _one_class_fix(self) -> str:
+        if self.source in ("text_csv", "hub_text"):
+            return "; for regression set task.data.source_args.regression=true task.num_labels=1"
+        return ""
 
     def _build(self, split: str, rows: Dataset) -> Dataset:
         if self.tokenizer is None:

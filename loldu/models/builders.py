@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,25 @@ def _resolve(name_or_path: str | None, package: str | None) -> str:
     if package:
         return str(offline_package_path(package, "model"))
     if not name_or_path:
-        raise ValueError("set model.name_or_path (a hub id or a local folder) or model.package")
+        raise ValueError("set model.builder.name_or_path (a hub id or a local folder) or model.builder.package")
     return name_or_path
 
 
-def _hub_error(name: str, err: Exception) -> RuntimeError:
+def _hub_error(name: str, err: Exception, key: str = "model.builder.name_or_path") -> RuntimeError:
+    """The error of a model that could not be loaded, naming the override that points at a local copy and the
+    switch that makes a missing model fail at once instead of after a minute of retries.
+
+    Args:
+        name: What was asked for (hub id or folder).
+        err: The loader's exception.
+        key: The config key that named it.
+    """
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    retries = "" if offline else " Set HF_HUB_OFFLINE=1 to use only local files and fail at once instead of retrying."
     return RuntimeError(
-        f"could not load {name!r} ({type(err).__name__}: {err}). Without network access, point "
-        "model.name_or_path at a local copy (a folder written by save_pretrained, or a snapshot in the "
-        "HF cache with HF_HUB_OFFLINE=1)."
+        f"could not load {name!r} ({type(err).__name__}: {err}). Point it at a local copy with {key}=<folder> (a "
+        "folder written by save_pretrained), or download it once with network access and run with HF_HUB_OFFLINE=1 "
+        f"to use the Hugging Face cache.{retries}"
     )
 
 
@@ -133,7 +144,7 @@ def timm_classifier(num_labels: int, model_name: str, pretrained: bool = True) -
     try:
         model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_labels)
     except Exception as err:  # timm raises several types for a failed download
-        raise _hub_error(model_name, err) from err
+        raise _hub_error(model_name, err, "model.builder.model_name") from err
     cfg = model.pretrained_cfg
     return ModelBundle(
         model=TimmClassifier(model),

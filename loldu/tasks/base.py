@@ -1,6 +1,7 @@
 """The contract between the run skeleton (:func:`loldu.train.train`) and a task family.
 
-The skeleton builds the model bundle from ``cfg.model.builder``, the data module from ``cfg.task.data`` (plus
+The skeleton reads and checks the data (:meth:`TaskFamily.check_data`, the data module of ``cfg.task.data``), builds
+the model bundle from ``cfg.model.builder``, attaches its parts to the data module (:meth:`TaskFamily.prepare`,
 :meth:`TaskFamily.data_kwargs`), applies the method to :meth:`TaskFamily.base_model`, and builds the trainer
 from ``cfg.trainer``/``cfg.logger``/``cfg.callbacks``; the family supplies everything else.
 """
@@ -41,11 +42,26 @@ class TaskFamily:
         return getattr(bundle, self.adapted)
 
     def data_kwargs(self, bundle: Any) -> dict:
-        """Constructor arguments of the data module that come from the model bundle."""
+        """What the data module takes from the model bundle (:meth:`prepare` attaches it before setup)."""
         return {"tokenizer": bundle.tokenizer}
 
+    def check_data(self, cfg: DictConfig) -> Any:
+        """The data module of ``cfg.task.data``, built without the model's parts, with its data read and checked and
+        its splits planned: runs before the model builder, so bad data fails in seconds. A family may also fill in
+        what the data determines (e.g. ``task.num_labels``).
+
+        Raises:
+            ValueError, FileNotFoundError, RuntimeError: Bad or unreachable data; the message names the fix.
+        """
+        from hydra.utils import instantiate
+
+        datamodule = instantiate(cfg.task.data, _convert_="all")
+        datamodule.check()
+        return datamodule
+
     def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
-        """Read and check the data (and anything else that can fail) before any model work."""
+        """Attach the model bundle's parts (:meth:`data_kwargs`) to the checked data module and build its inputs."""
+        datamodule.attach(**self.data_kwargs(bundle))
         datamodule.setup("fit")
 
     def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):

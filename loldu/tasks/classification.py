@@ -7,6 +7,7 @@ the metrics (torchmetrics), the logging names (``train/loss``, ``val/<metric>``,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,51 @@ class ClassificationModule(FineTuneModule):
         self._eval_step(batch, "test", self.test_metrics)
 
 
+REGRESSION_METRICS = ("pearson", "spearman", "mse")
+
+
+def check_metrics(metrics: list[str], regression: bool) -> None:
+    """Refuses class metrics on regression data and regression metrics on classes, naming the keys to set.
+
+    Raises:
+        ValueError: A metric that does not fit the kind of labels.
+    """
+    wrong = [m for m in metrics if (m in REGRESSION_METRICS) != regression]
+    if not wrong:
+        return
+    if regression:
+        raise ValueError(
+            f"task.metrics {wrong} are class metrics but the labels are regression targets; set "
+            "task.metrics=[pearson,spearman] task.monitor=val/pearson"
+        )
+    raise ValueError(
+        f"task.metrics {wrong} are regression metrics but the labels are classes; set task.metrics=[acc,f1] "
+        "task.monitor=val/acc (or task.data.source_args.regression=true for numeric targets)"
+    )
+
+
+def save_label_names(names: list[str], model: Any, out: Path) -> None:
+    """Writes ``labels.json`` (class index -> name) into the run folder ``out`` and, for a transformers model, the
+    names into its config's ``id2label``/``label2id``, so that a saved or merged model predicts names.
+
+    Args:
+        names: Class names, index i naming class i.
+        model: The classifier (its ``config`` is updated when it has ``id2label``).
+        out: The run folder.
+    """
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    id2label = dict(enumerate(names))
+    if getattr(rank_zero_only, "rank", 0) == 0:  # one writer under DDP; every rank names its model's classes
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "labels.json.tmp"
+        tmp.write_text(json.dumps({str(i): name for i, name in id2label.items()}, indent=2))
+        tmp.replace(out / "labels.json")
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "id2label"):
+        config.id2label, config.label2id = id2label, {name: i for i, name in id2label.items()}
+
+
 class ClassificationFamily(TaskFamily):
     """Text and image classification (and regression): tokens or pixels in, one label (or value) out.
 
@@ -116,13 +162,26 @@ class ClassificationFamily(TaskFamily):
             return {"tokenizer": bundle.tokenizer}
         return {"image_size": bundle.image_size, "mean": bundle.mean, "std": bundle.std}
 
-    def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
-        datamodule.setup("fit")  # reads and checks the data files before any training
-        if datamodule.num_labels != cfg.task.num_labels:
+    def check_data(self, cfg: DictConfig) -> Any:
+        """Reads and checks the data, then writes the data's label count into a null ``task.num_labels`` (the model
+        builder reads it) or refuses a set one that differs, naming both."""
+        datamodule = super().check_data(cfg)
+        given, found = cfg.task.num_labels, datamodule.num_labels
+        if given is None:
+            cfg.task.num_labels = found
+        elif given != found:
             raise ValueError(
-                f"task.num_labels={cfg.task.num_labels} but the data has {datamodule.num_labels} labels "
-                f"({datamodule.label_names}); set task.num_labels={datamodule.num_labels}"
+                f"task.num_labels={given} but the data ({datamodule.where()}) has {found} labels "
+                f"({datamodule.label_names}); set task.num_labels={found}, or task.num_labels=null to take it "
+                "from the data"
             )
+        check_metrics(list(cfg.task.metrics), datamodule.is_regression)
+        return datamodule
+
+    def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
+        super().prepare(cfg, bundle, datamodule)
+        if not datamodule.is_regression:
+            save_label_names(datamodule.label_names, bundle.model, Path(cfg.output_dir))
 
     def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):
         return ClassificationModule(

@@ -138,7 +138,7 @@ class DiffusionFamily(TaskFamily):
         from loldu.data.dreambooth import generate_class_images
         from loldu.models.diffusion import check_prompt_length
 
-        datamodule.check()  # folders, images and prompt lengths, before any model work
+        datamodule.attach(**self.data_kwargs(bundle))  # folders and images were checked; now the prompt lengths
         for prompt in cfg.task.samples.prompts:  # refuses prompts longer than the text encoder takes
             check_prompt_length(bundle.tokenizer, prompt, "task.samples.prompts entry")
         missing = datamodule.class_images_missing() if datamodule.with_prior_preservation else 0
