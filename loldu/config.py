@@ -44,6 +44,8 @@ for _name, _fn in (("pick", _pick), ("canonical", canonical), ("wandb_mode", _wa
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
+import loldu.resume  # noqa: E402,F401  (registers ${resume_run_dir:...}, conf/hydra/default.yaml's run folder)
+
 
 def choice(group: str) -> str:
     """The long name of the option picked for ``group`` in the running Hydra job (``group`` outside one)."""

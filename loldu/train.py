@@ -16,19 +16,21 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
 from loldu.methods import apply_method, count_parameters, get_method
+from loldu.resume import resume_checkpoint
 from loldu.tasks import get_family
 
 
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
     resolve_defaults(cfg)
-    check_config(cfg)
     out = Path(cfg.output_dir)
+    ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: it is checked against the saved one
+    check_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     try:
-        return _run(cfg, out)
+        return _run(cfg, out, ckpt_path)
     finally:
         if cfg.logger.get("wandb"):
             import wandb
@@ -36,7 +38,7 @@ def train(cfg: DictConfig) -> float | None:
             wandb.finish()
 
 
-def _run(cfg: DictConfig, out: Path) -> float | None:
+def _run(cfg: DictConfig, out: Path, ckpt_path: str | None = None) -> float | None:
     family = get_family(cfg.task.family)
     bundle = instantiate(cfg.model.builder, _convert_="all")
     datamodule = instantiate(cfg.task.data, _convert_="all", **family.data_kwargs(bundle))
@@ -46,7 +48,7 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
     start = time.perf_counter()
-    metrics = family.fit(cfg, trainer, module, datamodule)
+    metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
     family.export(cfg, model, bundle, out)
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))

@@ -60,8 +60,14 @@ class TaskFamily:
         """Trainer arguments this family sets (e.g. training by steps)."""
         return {}
 
-    def fit(self, cfg: DictConfig, trainer: L.Trainer, module: Any, datamodule: Any) -> dict:
-        """Train (and test); returns this family's part of ``metrics.json``."""
+    def fit(
+        self, cfg: DictConfig, trainer: L.Trainer, module: Any, datamodule: Any, ckpt_path: str | None = None
+    ) -> dict:
+        """Train (and test); returns this family's part of ``metrics.json``.
+
+        ``ckpt_path``: the resumable checkpoint to continue from (``resume=``; :mod:`loldu.resume`), passed to
+        ``trainer.fit``; None starts from the beginning.
+        """
         raise NotImplementedError
 
     def export(self, cfg: DictConfig, model: Any, bundle: Any, out: Path) -> None:
