@@ -217,3 +217,25 @@ def test_sigkilled_process_resumed_with_the_switch_ends_like_a_run_never_killed(
     assert resumed.returncode == 0
     read = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("reference", "killed")]
     assert _results(read[1]) == _results(read[0])
+
+
+def _hydra_run_dir(*overrides: str) -> str:
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=["model=tiny_bert", *overrides], return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            return str(cfg.hydra.run.dir)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_the_switch_picks_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _hydra_run_dir().startswith("outputs/") and _hydra_run_dir().endswith("_tiny_bert_rotten_tomatoes_loldu")
+    assert _hydra_run_dir("resume=auto").startswith("outputs/"), "nothing to resume: a new run"
+    unfinished = _run_folder(tmp_path / "outputs", "x", "tiny_bert", "running")
+    assert Path(_hydra_run_dir("resume=auto")).resolve() == unfinished.resolve()
+    assert _hydra_run_dir(f"resume={unfinished}") == str(unfinished)
+    with pytest.raises(Exception, match="no such run folder"):
+        _hydra_run_dir("resume=outputs/nope")

@@ -20,9 +20,12 @@ def stage_metrics(metrics: dict, prefix: str) -> dict[str, float]:
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """``"best"`` when a checkpoint callback saved one (test on the best epoch), else None (the last weights)."""
-    cb = trainer.checkpoint_callback
-    return "best" if cb is not None and cb.best_model_path else None
+    """The best epoch's checkpoint when a checkpoint callback saved one (what to test), else None (the last
+    weights). The resumable checkpoint (``last.ckpt``) is not a best one."""
+    from loldu.checkpointing import ResumableCheckpoint
+
+    best = [cb for cb in trainer.checkpoint_callbacks if not isinstance(cb, ResumableCheckpoint)]
+    return best[0].best_model_path or None if best else None
 
 
 class TaskFamily:
