@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import random
+import warnings
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,8 @@ class ResumableCheckpoint(AtomicCheckpoint):
         if generator is not None and state is not None:
             generator.set_state(state)
             self._epoch_start_generator = state
+            # Lightning warns that a mid-epoch resume with a plain DataLoader is unreliable: handled here.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
         elif mid_epoch:
             log.warning("the training loader has no generator: the resumed epoch will not see the same batches")
         if mid_epoch:

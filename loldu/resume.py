@@ -145,5 +145,20 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
             f"resume={resume}: this run's config differs from the saved one in {', '.join(differ)}; "
             "resume with the run's own settings, or start a new run"
         )
+    keep_csv_history(run_dir)
     log.info("resuming %s from %s", run_dir, ckpt)
     return str(ckpt)
+
+
+def keep_csv_history(run_dir: Path) -> Path | None:
+    """Move the interrupted run's ``csv/metrics.csv`` to ``csv/metrics.before_resume_<n>.csv`` (Lightning's CSV
+    logger would delete it when the resumed run starts); returns the new path, None when there was no file."""
+    csv = run_dir / "csv" / "metrics.csv"
+    if not csv.is_file():
+        return None
+    n = 1
+    while (kept := csv.with_name(f"metrics.before_resume_{n}.csv")).exists():
+        n += 1
+    csv.rename(kept)
+    log.info("the metrics logged before the interruption are kept in %s", kept)
+    return kept

@@ -32,7 +32,7 @@ RUN = (
     "trainer.limit_train_batches=5",
     "batch_size=8",
     "callbacks.resumable.every_n_train_steps=2",
-    "logger=none",
+    "logger=csv",
     "+trainer.enable_progress_bar=false",
     "callbacks.progress_bar=null",
     "callbacks.lr_monitor=null",
@@ -92,7 +92,10 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, monkeypatch, reference
     assert saved["global_step"] == step - 1
     assert saved["optimizer_states"] and saved["lr_schedulers"], "optimizer and scheduler state kept"
     assert not any("word_embeddings" in k for k in saved["state_dict"]), "the frozen base is not in it"
+    logged_before_kill = (tmp_path / "csv" / "metrics.csv").read_text()
     assert _results(_train(tmp_path, f"resume={tmp_path}")) == reference
+    assert (tmp_path / "csv" / "metrics.before_resume_1.csv").read_text() == logged_before_kill, "history kept"
+    assert "test/acc" in (tmp_path / "csv" / "metrics.csv").read_text()
 
 
 def test_epoch_end_checkpoint_resumes_to_the_same_metrics(tmp_path, monkeypatch, reference):
