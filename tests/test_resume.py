@@ -127,7 +127,8 @@ def test_resume_with_other_settings_is_refused(tmp_path, monkeypatch, overrides,
 
 def test_resume_without_checkpoint_or_of_a_finished_run_is_refused(tmp_path, reference):
     _train(tmp_path, "callbacks.resumable=null", "epochs=1")
-    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "metrics.json").unlink()  # as if killed: not finished
+    (tmp_path / "status.json").unlink(missing_ok=True)
     with pytest.raises(FileNotFoundError, match="has no resumable checkpoint"):
         _train(tmp_path, f"resume={tmp_path}", "callbacks.resumable=null", "epochs=1")
     finished = tmp_path / "finished"
