@@ -58,6 +58,8 @@ for _name, _fn in (("pick", _pick), ("canonical", canonical), ("wandb_mode", _wa
 if not OmegaConf.has_resolver("run_stamp"):  # cached: a config's run and sweep folders resolve to one stamp
     OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)
 
+import loldu.resume  # noqa: E402,F401  (registers ${resume_run_dir:...}, conf/hydra/default.yaml's run folder)
+
 
 def choice(group: str) -> str:
     """The long name of the option picked for ``group`` in the running Hydra job (``group`` outside one)."""

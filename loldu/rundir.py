@@ -185,6 +185,8 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
     if not is_rank_zero():
         return record
     if reuse:
+        if is_finished(run_dir):  # a finished run is a result: never mark it running again
+            raise FileExistsError(f"{run_dir} holds a finished run: there is nothing to resume; start a new run")
         write_json(run_dir / STATUS_FILE, record)
         return record
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -196,6 +198,17 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
 
 
 _REUSE_HINT = "each run needs its own folder; leave hydra.run.dir at its default (unique per run) or pick a new one"
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (``status.json`` says so; older runs: a ``metrics.json``)."""
+    status = run_dir / STATUS_FILE
+    if status.is_file():
+        try:
+            return json.loads(status.read_text()).get("status") == "finished"
+        except (OSError, ValueError, AttributeError):
+            return False
+    return (run_dir / "metrics.json").is_file()
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
@@ -231,7 +244,7 @@ def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         run_dir = Path(cfg.output_dir)
-        started = claim_run_dir(run_dir)["started_at"]
+        started = claim_run_dir(run_dir, reuse=bool(cfg.get("resume")))["started_at"]  # resume=: its own folder
         try:
             result = fn(cfg, *args, **kwargs)
         except BaseException as error:  # KeyboardInterrupt and SystemExit too: the run did not finish

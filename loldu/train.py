@@ -20,6 +20,7 @@ from loldu.guards import NonFiniteGuard
 from loldu.logs import quiet
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.methods.model_card import write_run_card
+from loldu.resume import resume_checkpoint
 from loldu.rundir import atomic_write_text, tracked_run, write_json
 from loldu.tasks import get_family
 
@@ -31,12 +32,13 @@ def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
     quiet()
     resolve_defaults(cfg)
+    out = Path(cfg.output_dir)
+    ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: it is checked against the saved one
     check_config(cfg)
     datamodule = get_family(cfg.task.family).check_data(cfg)  # before any model loads; may fill task.num_labels
-    out = Path(cfg.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     try:
-        return _run(cfg, out, datamodule)
+        return _run(cfg, out, datamodule, ckpt_path)
     finally:
         if cfg.logger.get("wandb"):
             import wandb
@@ -44,7 +46,7 @@ def train(cfg: DictConfig) -> float | None:
             wandb.finish()
 
 
-def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule) -> float | None:
+def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_path: str | None = None) -> float | None:
     family = get_family(cfg.task.family)
     bundle = instantiate(cfg.model.builder, _convert_="all")
     family.prepare(cfg, bundle, datamodule)
@@ -54,7 +56,7 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule) -> float
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
     start = time.perf_counter()
-    metrics = family.fit(cfg, trainer, module, datamodule)
+    metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
     family.export(cfg, model, bundle, out)
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))

@@ -21,9 +21,12 @@ def stage_metrics(metrics: dict, prefix: str) -> dict[str, float]:
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """``"best"`` when a checkpoint callback saved one (test on the best epoch), else None (the last weights)."""
-    cb = trainer.checkpoint_callback
-    return "best" if cb is not None and cb.best_model_path else None
+    """The best epoch's checkpoint when a checkpoint callback saved one (what to test), else None (the last
+    weights). The resumable checkpoint (``last.ckpt``) is not a best one."""
+    from loldu.checkpointing import ResumableCheckpoint
+
+    best = [cb for cb in trainer.checkpoint_callbacks if not isinstance(cb, ResumableCheckpoint)]
+    return best[0].best_model_path or None if best else None
 
 
 class TaskFamily:
@@ -76,8 +79,14 @@ class TaskFamily:
         """Trainer arguments this family sets (e.g. training by steps)."""
         return {}
 
-    def fit(self, cfg: DictConfig, trainer: L.Trainer, module: Any, datamodule: Any) -> dict:
-        """Train (and test); returns this family's part of ``metrics.json``."""
+    def fit(
+        self, cfg: DictConfig, trainer: L.Trainer, module: Any, datamodule: Any, ckpt_path: str | None = None
+    ) -> dict:
+        """Train (and test); returns this family's part of ``metrics.json``.
+
+        ``ckpt_path``: the resumable checkpoint to continue from (``resume=``; :mod:`loldu.resume`), passed to
+        ``trainer.fit``; None starts from the beginning.
+        """
         raise NotImplementedError
 
     def export(self, cfg: DictConfig, model: Any, bundle: Any, out: Path) -> None:

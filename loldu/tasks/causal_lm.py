@@ -106,7 +106,7 @@ class CausalLMFamily(TaskFamily):
         examples = datamodule.generation_examples(gen.num_prompts) if gen.num_prompts else []
         return [GenerationLogger(bundle.tokenizer, examples, gen.max_new_tokens, datamodule.add_special_tokens, out)]
 
-    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> dict:
         from loldu.callbacks import GenerationLogger
 
         generations = next(cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger))
@@ -114,7 +114,7 @@ class CausalLMFamily(TaskFamily):
         if cfg.task.validate_before:
             before = stage_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0], "")
             generations_before = generations.last_generations
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         val = stage_metrics(trainer.callback_metrics, "val/")
         generations_after = generations.last_generations
         test = []

@@ -188,8 +188,8 @@ class ClassificationFamily(TaskFamily):
             model=model, num_labels=cfg.task.num_labels, metrics=list(cfg.task.metrics), **optim
         )
 
-    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
-        trainer.fit(module, datamodule=datamodule)
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> dict:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         val = stage_metrics(trainer.callback_metrics, "val/")
         test = trainer.test(module, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
         return {"test": stage_metrics(test[0] if test else {}, ""), "val": val}

@@ -167,8 +167,8 @@ class DiffusionFamily(TaskFamily):
     def trainer_overrides(self, cfg: DictConfig) -> dict:
         return {"max_steps": cfg.task.max_steps, "max_epochs": -1}
 
-    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any) -> dict:
-        trainer.fit(module, datamodule=datamodule)
+    def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> dict:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         out = Path(cfg.output_dir)
         return {
             "train": stage_metrics(trainer.callback_metrics, "train/"),
