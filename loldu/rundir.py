@@ -178,6 +178,7 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
 
     Raises:
         FileExistsError: ``run_dir`` already holds a run (naming what it found and the fix).
+        ValueError: ``reuse`` of a folder whose run finished (a result is never marked running again).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +187,7 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
         return record
     if reuse:
         if is_finished(run_dir):  # a finished run is a result: never mark it running again
-            raise FileExistsError(f"{run_dir} holds a finished run: there is nothing to resume; start a new run")
+            raise ValueError(f"resume={run_dir}: that run finished; nothing to resume (start a new run)")
         write_json(run_dir / STATUS_FILE, record)
         return record
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
