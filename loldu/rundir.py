@@ -191,6 +191,9 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
         write_json(run_dir / STATUS_FILE, record)
         return record
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found == [STATUS_FILE] and _refused(run_dir):  # a run refused before any work: nothing to keep, retry here
+        (run_dir / STATUS_FILE).unlink(missing_ok=True)
+        found = []
     if not found:
         if _create_exclusive(run_dir / STATUS_FILE, json.dumps(record, indent=2) + "\n"):
             return record
@@ -210,6 +213,14 @@ def is_finished(run_dir: Path) -> bool:
         except (OSError, ValueError, AttributeError):
             return False
     return (run_dir / "metrics.json").is_file()
+
+
+def _refused(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only a run refused before it wrote anything (failed, no config.yaml)."""
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _create_exclusive(path: Path, text: str) -> bool:
@@ -245,7 +256,7 @@ def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         run_dir = Path(cfg.output_dir)
-        started = claim_run_dir(run_dir, reuse=bool(cfg.get("resume")))["started_at"]  # resume=: its own folder
+        started = claim_run_dir(run_dir, reuse=bool(getattr(cfg, "resume", None)))["started_at"]  # resume=: its folder
         try:
             result = fn(cfg, *args, **kwargs)
         except BaseException as error:  # KeyboardInterrupt and SystemExit too: the run did not finish

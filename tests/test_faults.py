@@ -222,7 +222,20 @@ def test_a_folder_that_holds_a_run_is_refused_untouched(tmp_path, existing):
     with pytest.raises(FileExistsError, match=f"{tmp_path} already holds a run.*hydra.run.dir"):
         tracked_run(lambda cfg: pytest.fail("ran in a folder that holds a run"))(cfg)
     assert [p.name for p in tmp_path.iterdir()] == [existing] and (tmp_path / existing).read_text() == text
-    assert claim_run_dir(tmp_path, reuse=True)["status"] == "running"  # resuming takes it on purpose
+    if existing == "metrics.json":  # an older run's result: finished, never marked running again
+        with pytest.raises(ValueError, match="that run finished; nothing to resume"):
+            claim_run_dir(tmp_path, reuse=True)
+    else:
+        assert claim_run_dir(tmp_path, reuse=True)["status"] == "running"  # resuming takes it on purpose
+
+
+def test_a_folder_of_a_refused_run_can_be_used_again_and_a_finished_one_not_resumed(tmp_path):
+    (tmp_path / "status.json").write_text('{"status": "failed", "error": "ValueError: bad column"}')
+    assert claim_run_dir(tmp_path)["status"] == "running"  # refused before it wrote anything: nothing to keep
+    (tmp_path / "status.json").write_text('{"status": "finished"}')
+    with pytest.raises(ValueError, match="that run finished"):
+        claim_run_dir(tmp_path, reuse=True)
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
 
 
 def test_of_runs_claiming_one_folder_at_once_exactly_one_gets_it(tmp_path):
