@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
+from loldu.distributed import full_parameters, is_rank_zero, prepare_launch
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.tasks import get_family
 
@@ -25,7 +26,8 @@ def train(cfg: DictConfig) -> float | None:
     check_config(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():  # trainer=ddp/fsdp: the other processes share this folder and write nothing
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
     try:
         return _run(cfg, out)
@@ -45,14 +47,18 @@ def _run(cfg: DictConfig, out: Path) -> float | None:
     counts = count_parameters(model)
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
+    prepare_launch(cfg, out)  # trainer=ddp/fsdp: the processes Lightning starts run this job, in this folder
     start = time.perf_counter()
     metrics = family.fit(cfg, trainer, module, datamodule)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
-    family.export(cfg, model, bundle, out)
+    with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
+        if is_rank_zero():
+            family.export(cfg, model, bundle, out)
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(summary(family.headline(cfg, metrics, out), metrics, out))
+    if is_rank_zero():
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
 
 

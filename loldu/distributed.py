@@ -1,0 +1,105 @@
+"""Runs of several processes (``trainer=ddp``, ``trainer=fsdp``): which process writes, what the others are
+started with, and the full parameters for the export of a sharded model.
+
+Lightning's subprocess launcher starts processes 1..N-1 by running ``train.py`` again with the same command line.
+Under Hydra two things then go wrong on their own: a multirun job's children would run the whole sweep again, and
+a child resolves its run folder (``${now:...}``) at its own start time. :func:`prepare_launch` gives the children
+this job's overrides and this job's run folder instead. Only global rank 0 writes the run folder
+(:func:`is_rank_zero`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Hydra's command-line flags that choose the config and take a value; kept in the children's command line.
+_CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+
+def is_rank_zero() -> bool:
+    """True in the process that writes the run folder: global rank 0, or the only process.
+
+    Lightning sets the rank when its strategy starts; before that it is read from the launcher's environment
+    (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``), so this is right from the first line of a child process on.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def launches_processes(trainer_cfg: Mapping[str, Any]) -> bool:
+    """Whether Lightning will start more processes of this script for ``cfg.trainer`` (ddp/fsdp, several devices).
+
+    Spawn strategies (``ddp_spawn``) start their processes without the command line and need nothing here.
+    """
+    strategy = trainer_cfg.get("strategy", "auto")
+    name = strategy.get("_target_", "") if isinstance(strategy, Mapping) else str(strategy)
+    if "spawn" in name.lower() or os.environ.get("LOCAL_RANK") is not None:
+        return False
+    devices = trainer_cfg.get("devices", 1)
+    count = len(devices) if isinstance(devices, (list, tuple)) else devices
+    several = count in ("auto", -1, "-1") or (str(count).isdigit() and int(count) > 1)
+    return several or int(trainer_cfg.get("num_nodes", 1) or 1) > 1
+
+
+def child_command(argv: list[str], task_overrides: list[str], out: Path) -> list[str]:
+    """The command line for the processes Lightning starts: this job's overrides, one run, this run folder.
+
+    Args:
+        argv: the command line of this process (``sys.argv``).
+        task_overrides: this job's overrides (``HydraConfig.get().overrides.task``; a sweep's values included).
+        out: this job's run folder.
+
+    Returns:
+        ``argv[0]``, Hydra's config flags from ``argv``, the overrides, ``output_dir`` and ``hydra.mode=RUN``
+        (a sweep preset sets MULTIRUN; the child must run this job only).
+    """
+    flags = []
+    for i, arg in enumerate(argv[1:], start=1):
+        name = arg.split("=", 1)[0]
+        if name in _CONFIG_FLAGS:
+            flags += [arg] if "=" in arg else argv[i : i + 2]
+    overrides = [o for o in task_overrides if o.split("=", 1)[0].lstrip("+~") != "output_dir"]
+    return [argv[0], *flags, *overrides, f"output_dir={out.resolve()}", "hydra.mode=RUN"]
+
+
+def prepare_launch(cfg: Any, out: Path) -> None:
+    """Before the trainer starts: make the processes Lightning launches run this job in ``out``.
+
+    Rewrites ``sys.argv`` (which Lightning's launcher copies) with :func:`child_command` and points Hydra's
+    ``run.dir`` (which the launcher passes as ``hydra.run.dir``) at ``out``. Does nothing outside Hydra, in a child,
+    or when no processes will be launched.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict, read_write
+
+    if not HydraConfig.initialized() or not launches_processes(cfg.trainer):
+        return
+    hydra_cfg = HydraConfig.get()
+    sys.argv = child_command(sys.argv, list(hydra_cfg.overrides.task), out)
+    with read_write(hydra_cfg), open_dict(hydra_cfg):
+        hydra_cfg.run.dir = str(out.resolve())
+    log.info("processes 1..N-1 will run: %s", " ".join(sys.argv))
+
+
+@contextlib.contextmanager
+def full_parameters(trainer: Any) -> Iterator[None]:
+    """Inside, a model trained with FSDP holds its full (unsharded) parameters on every rank; other strategies
+    are left as they are. Every rank must enter (it is a collective)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(trainer.strategy, FSDPStrategy):
+        yield
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.summon_full_params(trainer.strategy.model, writeback=False, rank0_only=False):
+        yield

@@ -1,0 +1,159 @@
+"""trainer=ddp and trainer=fsdp: train.py in two CPU processes (gloo) against one process, on tiny models.
+
+Each run goes through ``train.py`` in a subprocess, as a user runs it: Lightning's launcher starts the second
+process itself. ``distributed_probe.Probe`` records on every rank its decomposition hash (before the strategy
+wraps the model), its step losses and its final metrics.
+
+The comparison with one process is full-batch training: debug=fast reads 64 training examples, one process takes
+them as one batch of 64 and each of two processes as one batch of 32, so every optimizer step sees the same examples
+whatever order the samplers deal them in (DistributedSampler's shuffle is not the data module's). On deterministic
+models (tiny ViT and LLaMA have no dropout; augmentation off) the mean of the ranks' step losses is then the
+one-process loss of that step over three epochs, and the validation metrics, synced over ranks, match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train_py(out: Path, *overrides: str, devices: int = 1, strategy: str = "ddp") -> subprocess.CompletedProcess:
+    """Run train.py with debug=fast and the probe into ``out``; ``devices`` > 1: trainer=<strategy> on CPU."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    cmd = [sys.executable, "train.py", "debug=fast", "logger=none", "callbacks=none", f"hydra.run.dir={out}"]
+    cmd += ["+callbacks.probe._target_=distributed_probe.Probe", f"+callbacks.probe.path={out / 'probe'}"]
+    if devices > 1:
+        cmd += [f"trainer={strategy}", f"trainer.devices={devices}", "trainer.accelerator=cpu"]
+    result = subprocess.run([*cmd, *overrides], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def probes(out: Path) -> list[dict]:
+    """The probe records of the run in ``out``, by rank."""
+    return [json.loads((out / "probe" / f"rank{r}.json").read_text()) for r in range(len(list(out.glob("probe/*"))))]
+
+
+def assert_ranks_agree(records: list[dict], keys: tuple[str, ...] = ("val", "test")) -> None:
+    """Same decompositions on every rank, and the same (synced) metrics."""
+    assert len(records) == 2 and [r["rank"] for r in records] == [0, 1] and records[0]["world"] == 2
+    assert records[0]["decompositions"] == records[1]["decompositions"]
+    for key in keys:
+        assert records[0][key] and records[0][key] == pytest.approx(records[1][key], rel=1e-6), key
+
+
+def assert_rank_zero_wrote(out: Path, result: subprocess.CompletedProcess) -> None:
+    """The run folder is rank 0's: written once (one summary printed), no folder of rank 1 elsewhere."""
+    for name in ("config.yaml", "metrics.json", "adapter/method.json"):
+        assert (out / name).exists(), name
+    assert result.stdout.count("outputs: ") == 1, result.stdout[-2000:]
+    assert (out / "train_ddp_process_1.log").exists()  # rank 1 ran in this folder (Hydra's log only)
+
+
+def mean_losses(records: list[dict]) -> list[float]:
+    """The global step losses: the mean of the ranks' (equal-sized) batch losses."""
+    return [sum(step) / len(step) for step in zip(*(r["losses"] for r in records), strict=True)]
+
+
+IMAGE = ("model=tiny_vit", "task=digits", "task.data.augment=false", "method=loldu", "rank=8", "epochs=3")
+FULL_EVAL = ("trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0")
+
+
+def test_ddp_image_classification_matches_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_py(one, *IMAGE, *FULL_EVAL, "batch_size=64")
+    result = train_py(two, *IMAGE, *FULL_EVAL, "batch_size=32", devices=2)
+    records, single = probes(two), probes(one)[0]
+    assert_ranks_agree(records)
+    assert records[0]["decompositions"] == single["decompositions"]
+    assert len(single["losses"]) == 3
+    assert mean_losses(records) == pytest.approx(single["losses"], rel=1e-4)
+    assert records[0]["val"]["val/acc"] == pytest.approx(single["val"]["val/acc"])  # the same 32 examples
+    assert records[0]["val"]["val/loss"] == pytest.approx(single["val"]["val/loss"], rel=1e-4)
+    assert_rank_zero_wrote(two, result)
+    metrics = json.loads((two / "metrics.json").read_text())
+    assert metrics["test"]["test/acc"] == pytest.approx(records[0]["test"]["test/acc"])
+
+
+LM = (
+    "model=tiny_llama",
+    "task=chatterbot",
+    "epochs=2",
+    "task.generation.max_new_tokens=2",
+    "task.generation.num_prompts=1",
+)
+
+
+@pytest.mark.slow
+def test_ddp_causal_lm_val_loss_is_token_weighted_over_ranks(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_py(one, *LM, *FULL_EVAL, "batch_size=64")
+    result = train_py(two, *LM, *FULL_EVAL, "batch_size=32", devices=2)
+    records, single = probes(two), probes(one)[0]
+    assert_ranks_agree(records, keys=("val",))
+    # Summed token losses and token counts are all-reduced: the split's loss, not a mean of the ranks' losses.
+    assert records[0]["val"]["val/tokens"] == single["val"]["val/tokens"]
+    before_one = json.loads((one / "metrics.json").read_text())["val_before"]
+    before_two = json.loads((two / "metrics.json").read_text())["val_before"]
+    assert before_two["val/loss"] == pytest.approx(before_one["val/loss"], rel=1e-5)  # the same weights
+    # Training loss is a mean over each rank's tokens, so steps agree only approximately with one process.
+    assert mean_losses(records) == pytest.approx(single["losses"], rel=0.05)
+    assert_rank_zero_wrote(two, result)
+    rows = (two / "generations.jsonl").read_text().splitlines()
+    assert len(rows) == 2  # one prompt, before and after training, written by rank 0 only
+
+
+@pytest.mark.slow
+def test_ddp_text_classification_syncs_metrics(tmp_path):
+    out = tmp_path / "run"
+    result = train_py(out, "model=tiny_bert", "method=loldu", *FULL_EVAL, "batch_size=32", devices=2)
+    assert_ranks_agree(probes(out))  # torchmetrics accuracy and F1 over both ranks' examples
+    assert_rank_zero_wrote(out, result)
+
+
+@pytest.mark.slow
+def test_ddp_diffusion_trains_in_two_processes(tmp_path):
+    out = tmp_path / "run"
+    overrides = ("model=tiny_sd", "task=dreambooth_animal", "batch_size=1", "task.samples.every_n_steps=0")
+    result = train_py(out, *overrides, devices=2)
+    records = probes(out)
+    assert_ranks_agree(records, keys=())
+    assert len(records[0]["losses"]) == len(records[1]["losses"]) == 3
+    assert_rank_zero_wrote(out, result)
+    assert (out / "lora" / "pytorch_lora_weights.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_fsdp_image_classification_matches_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    train_py(one, *IMAGE, *FULL_EVAL, "batch_size=64")
+    result = train_py(two, *IMAGE, *FULL_EVAL, "batch_size=32", devices=2, strategy="fsdp")
+    records, single = probes(two), probes(one)[0]
+    assert_ranks_agree(records)
+    assert mean_losses(records) == pytest.approx(single["losses"], rel=1e-4)
+    assert_rank_zero_wrote(two, result)
+    # The adapter is gathered from the shards: the same size as one process's, and it reloads.
+    from loldu.runs import load_run
+
+    _, _, model = load_run(two)
+    assert sum(p.numel() for n, p in model.named_parameters() if "loldu_z" in n) == 4 * 8
+
+
+def test_ddp_in_a_multirun_runs_each_job_once_in_its_own_folder(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "train.py", "-m", "debug=fast", "logger=none", "callbacks=none", "model=tiny_vit"]
+    cmd += ["task=digits", "trainer=ddp", "trainer.accelerator=cpu", "rank=4,8", f"hydra.sweep.dir={tmp_path}"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = {p.parent.name: json.loads(p.read_text())["rank"] for p in tmp_path.glob("*/metrics.json")}
+    assert ranks == {"0": 4, "1": 8}
+    assert result.stdout.count("outputs: ") == 2  # two jobs, each summarised once
+    assert sorted(p.parent.name for p in tmp_path.glob("*/train_ddp_process_1.log")) == ["0", "1"]
