@@ -11,6 +11,7 @@ this job's overrides and this job's run folder instead. Only global rank 0 write
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -103,3 +104,39 @@ def full_parameters(trainer: Any) -> Iterator[None]:
 
     with FSDP.summon_full_params(trainer.strategy.model, writeback=False, rank0_only=False):
         yield
+
+
+@functools.cache
+def _fsdp_strategy_class() -> type:
+    from lightning.pytorch.strategies import FSDPStrategy as LightningFSDP
+
+    class FSDPStrategy(LightningFSDP):
+        """Lightning's FSDP strategy (``trainer=fsdp``), which also runs on CPU (gloo) and tests after fitting.
+
+        Lightning's own class refuses ``accelerator=cpu`` (its trainer checks for that class exactly) and wraps with
+        the device's index, which a CPU has not; PyTorch's FSDP runs on CPU given ``device_id=cpu``
+        (tests/test_fsdp.py). And ``trainer.test`` after ``trainer.fit`` would wrap the model a second time, over
+        parameters that the first wrapper has sharded. So this wraps once, with the root device, and keeps the
+        wrapper for the stages that follow; the rest is Lightning's.
+        """
+
+        def _setup_model(self, model):
+            import torch
+            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+            wrapped = getattr(self, "_loldu_wrapped", None)
+            if wrapped is None or wrapped.module is not model:
+                settings = {"cpu_offload": self.cpu_offload, "sharding_strategy": self.sharding_strategy}
+                device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
+                mixed = self.mixed_precision_config
+                wrapped = FSDP(model, mixed_precision=mixed, device_id=device, **settings, **self.kwargs)
+                self._loldu_wrapped = wrapped
+            return super()._setup_model(wrapped)
+
+    return FSDPStrategy
+
+
+def __getattr__(name: str) -> Any:  # FSDPStrategy without importing Lightning with this module
+    if name == "FSDPStrategy":
+        return _fsdp_strategy_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
