@@ -108,7 +108,7 @@ def test_ddp_causal_lm_val_loss_is_token_weighted_over_ranks(tmp_path):
     assert mean_losses(records) == pytest.approx(single["losses"], rel=0.05)
     assert_rank_zero_wrote(two, result)
     rows = (two / "generations.jsonl").read_text().splitlines()
-    assert len(rows) == 2  # one prompt, before and after training, written by rank 0 only
+    assert len(rows) == 3  # one prompt: before training and after each of 2 epochs, written by rank 0 only
 
 
 @pytest.mark.slow
