@@ -147,6 +147,7 @@ def test_fsdp_image_classification_matches_one_process(tmp_path):
     assert sum(p.numel() for n, p in model.named_parameters() if "loldu_z" in n) == 4 * 8
 
 
+@pytest.mark.slow
 def test_ddp_in_a_multirun_runs_each_job_once_in_its_own_folder(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "train.py", "-m", "debug=fast", "logger=none", "callbacks=none", "model=tiny_vit"]
@@ -157,3 +158,62 @@ def test_ddp_in_a_multirun_runs_each_job_once_in_its_own_folder(tmp_path):
     assert ranks == {"0": 4, "1": 8}
     assert result.stdout.count("outputs: ") == 2  # two jobs, each summarised once
     assert sorted(p.parent.name for p in tmp_path.glob("*/train_ddp_process_1.log")) == ["0", "1"]
+
+
+def test_child_command_runs_this_job_once_in_this_folder(tmp_path):
+    from loldu.distributed import child_command
+
+    argv = ["train.py", "-m", "--config-dir", "/x/conf", "-cn=train", "rank=4,16", "output_dir=/old"]
+    job = ["model=tiny_bert", "rank=16", "output_dir=/old"]  # a multirun job's overrides: its own rank
+    cmd = child_command(argv, job, tmp_path)
+    assert cmd == ["train.py", "--config-dir", "/x/conf", "-cn=train", "model=tiny_bert", "rank=16"] + [
+        f"output_dir={tmp_path.resolve()}",
+        "hydra.mode=RUN",
+    ]
+
+
+@pytest.mark.parametrize(
+    "trainer,launches",
+    [
+        ({"devices": 1, "strategy": "auto"}, False),
+        ({"devices": 2, "strategy": "ddp"}, True),
+        ({"devices": [0, 1], "strategy": "ddp"}, True),
+        ({"devices": 2, "strategy": "ddp_spawn"}, False),
+        ({"devices": 1, "num_nodes": 2, "strategy": "ddp"}, True),
+        ({"devices": 2, "strategy": {"_target_": "loldu.distributed.FSDPStrategy"}}, True),
+    ],
+)
+def test_launches_processes(trainer, launches, monkeypatch):
+    from loldu.distributed import launches_processes
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert launches_processes(trainer) is launches
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a child launches nothing
+    assert launches_processes(trainer) is False
+
+
+def test_causal_lm_val_loss_sums_tokens_over_ranks():
+    from types import SimpleNamespace
+
+    import torch
+
+    from loldu.tasks.causal_lm import CausalLMModule, masked_lm_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.tensor([[-100, 1, 2, 3, 4, 5], [-100, -100, -100, -100, 6, 7]])  # 5 and 2 supervised tokens
+    other_total, other_count = masked_lm_loss(logits[1:], labels[1:])  # what the other rank summed
+
+    module = CausalLMModule(torch.nn.Identity(), lr=1e-3)
+    module.forward = lambda batch: logits[:1]
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    module._trainer = SimpleNamespace(strategy=SimpleNamespace(reduce=lambda t, reduce_op: t))
+    module.validation_step({"labels": labels[:1]}, 0)
+    sums = module._sums["val"]
+    # a two-rank all-reduce of the sums: this rank's plus the other rank's
+    module._trainer.strategy.reduce = lambda t, reduce_op: t + (other_total if t is sums[0] else other_count)
+    module._eval_end("val")
+    total, count = masked_lm_loss(logits, labels)
+    assert logged["val/tokens"] == 7
+    assert logged["val/loss"] == pytest.approx((total / count).item(), rel=1e-6)  # not the mean of rank means
