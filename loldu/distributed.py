@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Hydra's command-line flags that choose the config and take a value; kept in the children's command line.
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+# What Lightning's launcher sets in the environment of the launching process (and reads again in the next job).
+_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_launched: dict[str, str | None] = {}  # their values before the launch, which end_processes puts back
 
 
 def is_rank_zero() -> bool:
@@ -86,9 +89,27 @@ def prepare_launch(cfg: Any, out: Path) -> None:
         return
     hydra_cfg = HydraConfig.get()
     sys.argv = child_command(sys.argv, list(hydra_cfg.overrides.task), out)
+    _launched.update({key: os.environ.get(key) for key in _LAUNCH_ENV})  # Lightning sets them in this process
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = str(out.resolve())
     log.info("processes 1..N-1 will run: %s", " ".join(sys.argv))
+
+
+def end_processes() -> None:
+    """After a run: no process group is left behind, so that the next job of a multirun in this process starts its
+    own processes. Lightning leaves the group until the interpreter exits, and the ranks and port of this run in
+    the environment: the next job's trainer would take itself for a child (``LOCAL_RANK``) and wait for the previous
+    job's finished processes. Both are put back as they were before :func:`prepare_launch`."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key, value in _launched.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _launched.clear()
 
 
 @contextlib.contextmanager

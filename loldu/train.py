@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
-from loldu.distributed import full_parameters, is_rank_zero, prepare_launch
+from loldu.distributed import end_processes, full_parameters, is_rank_zero, prepare_launch
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.tasks import get_family
 
@@ -32,6 +32,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         return _run(cfg, out)
     finally:
+        end_processes()  # trainer=ddp/fsdp: the next job of a multirun starts its own processes
         if cfg.logger.get("wandb"):
             import wandb
 

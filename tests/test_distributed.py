@@ -152,7 +152,8 @@ def test_ddp_in_a_multirun_runs_each_job_once_in_its_own_folder(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "train.py", "-m", "debug=fast", "logger=none", "callbacks=none", "model=tiny_vit"]
     cmd += ["task=digits", "trainer=ddp", "trainer.accelerator=cpu", "rank=4,8", f"hydra.sweep.dir={tmp_path}"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)})
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = {p.parent.name: json.loads(p.read_text())["rank"] for p in tmp_path.glob("*/metrics.json")}
     assert ranks == {"0": 4, "1": 8}
