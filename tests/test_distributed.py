@@ -218,3 +218,30 @@ def test_causal_lm_val_loss_sums_tokens_over_ranks():
     total, count = masked_lm_loss(logits, labels)
     assert logged["val/tokens"] == 7
     assert logged["val/loss"] == pytest.approx((total / count).item(), rel=1e-6)  # not the mean of rank means
+
+
+def test_prepare_launch_and_end_processes_leave_the_next_job_a_clean_process(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    import loldu.config  # noqa: F401  (the resolvers conf/ uses)
+    from loldu.distributed import end_processes, prepare_launch
+
+    for key in ("LOCAL_RANK", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.1.2.3")  # the user's: kept
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "trainer=ddp", "rank=4,16"])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=ddp", "rank=16"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        prepare_launch(cfg, tmp_path)
+        assert sys.argv == ["train.py", "trainer=ddp", "rank=16", f"output_dir={tmp_path.resolve()}", "hydra.mode=RUN"]
+        assert HydraConfig.get().run.dir == str(tmp_path.resolve())  # Lightning passes it as hydra.run.dir
+    GlobalHydra.instance().clear()
+    # what Lightning's launcher sets in the launching process
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="4567", NODE_RANK="0", LOCAL_RANK="0", WORLD_SIZE="2")
+    end_processes()
+    assert os.environ["MASTER_ADDR"] == "10.1.2.3"
+    assert not {"MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE"} & set(os.environ)
