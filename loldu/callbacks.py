@@ -99,7 +99,7 @@ class GenerationLogger(L.Callback):
         return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self.examples or trainer.sanity_checking:
+        if not self.examples or trainer.sanity_checking or not trainer.is_global_zero:  # ddp: rank 0 writes
             return
         texts = self.generate(pl_module.model, [ex["prompt"] for ex in self.examples])
         step = int(trainer.global_step)
@@ -193,7 +193,7 @@ class SampleGrids(L.Callback):
         from loldu.tasks.diffusion import image_grid
 
         step = int(trainer.global_step)
-        if not self.prompts or step in self.sampled:
+        if not self.prompts or step in self.sampled or not trainer.is_global_zero:  # ddp: rank 0 renders and writes
             return []
         model = pl_module.model
         was_training = model.training

@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,16 @@ RUN_FILES = (STATUS_FILE, "config.yaml", "metrics.json")
 
 
 def is_rank_zero() -> bool:
-    """Whether this process writes the run folder: rank 0 of a multi-process run, or a single process."""
+    """Whether this process writes the run folder: global rank 0 of a multi-process run, or a single process.
+
+    Once Lightning is loaded its rank (set by the strategy when it starts) decides; before that, and without
+    torch, the launcher's environment (``RANK``, ``LOCAL_RANK``, ``NODE_RANK``, ``SLURM_PROCID``...).
+    """
+    if "lightning" in sys.modules:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        if getattr(rank_zero_only, "rank", 0) != 0:
+            return False
     ranks = (os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
     return all(int(r) == 0 for r in ranks if r not in (None, ""))
 

@@ -16,12 +16,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import check_config, choice
 from loldu.dashboard import log_summary, wandb_run_args
+from loldu.distributed import end_processes, full_parameters, prepare_launch
 from loldu.guards import NonFiniteGuard
 from loldu.logs import quiet
 from loldu.methods import apply_method, count_parameters, get_method
 from loldu.methods.model_card import write_run_card
 from loldu.resume import resume_checkpoint
-from loldu.rundir import atomic_write_text, tracked_run, write_json
+from loldu.rundir import atomic_write_text, is_rank_zero, tracked_run, write_json
 from loldu.tasks import get_family
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         return _run(cfg, out, datamodule, ckpt_path)
     finally:
+        end_processes()  # trainer=ddp/fsdp: the next job of a multirun starts its own processes
         if cfg.logger.get("wandb"):
             import wandb
 
@@ -55,16 +57,20 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the checks have passed
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
+    prepare_launch(cfg, out)  # trainer=ddp/fsdp: the processes Lightning starts run this job, in this folder
     start = time.perf_counter()
     metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
-    family.export(cfg, model, bundle, out)
+    with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
+        if is_rank_zero():
+            family.export(cfg, model, bundle, out)
     metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
     metrics.update(rank=cfg.method.r, seed=cfg.seed)
-    write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
-    write_run_card(out, cfg, metrics)
-    log_summary(metrics)
-    log.info(summary(family.headline(cfg, metrics, out), metrics, out))
+    if is_rank_zero():  # trainer=ddp/fsdp: the other processes share this folder and write nothing
+        write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
+        write_run_card(out, cfg, metrics)
+        log_summary(metrics)
+        log.info(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
 
 

@@ -72,7 +72,11 @@ class CausalLMModule(FineTuneModule):
         self._sums[stage] = (total_so_far + total.double(), count_so_far + count.double())
 
     def _eval_end(self, stage: str) -> None:
-        total, count = self._sums.pop(stage, (torch.zeros(()), torch.zeros(())))
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        total, count = self._sums.pop(stage, (zero, zero))
+        if self._trainer is not None:  # trainer=ddp/fsdp: the split's sums over every rank, not a mean of rank means
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
         if count.item() == 0:
             raise RuntimeError(f"no supervised tokens in the {stage} split: check the data's cutoff_len")
         loss = (total / count).float()
