@@ -67,6 +67,8 @@ def test_lr_search_direction_follows_the_task():
     assert node["params"] == {"lr": "tag(log, interval(1e-5, 1e-1))"}
     lm = hydra_config("sweep=lr_search", "task=chatterbot", "model=smollm2")["sweeper"]
     assert lm["direction"] == "minimize"  # chatterbot monitors val/loss
+    sd = hydra_config("sweep=lr_search", "task=dreambooth_animal", "model=tiny_sd")["sweeper"]
+    assert sd["direction"] == "minimize"  # diffusion runs return their training loss
 
 
 def _two_job_sweep(tmp_path: Path, *launcher: str) -> None:
