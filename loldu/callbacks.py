@@ -117,26 +117,6 @@ class GenerationLogger(L.Callback):
             logger.log_table(key="val/generations", columns=list(self.COLUMNS), data=data)
 
 
-def render_each(
-    pipe: Any,
-    prompts: list[str],
-    seeds: list[int],
-    inference_steps: int,
-    guidance_scale: float,
-    resolution: int,
-    device: torch.device | str,
-    desc: str = "sampling",
-) -> list:
-    """:func:`loldu.tasks.diffusion.render` one image at a time under a progress bar (:func:`loldu.logs.progress`):
-    the same images (each has its own seeded generator), prompt-major, the global random state left as it was."""
-    from loldu.logs import progress
-    from loldu.tasks.diffusion import render
-
-    pairs = [(prompt, seed) for prompt in prompts for seed in seeds]
-    args = (inference_steps, guidance_scale, resolution, device)
-    return [render(pipe, [prompt], [seed], *args)[0] for prompt, seed in progress(pairs, desc, unit="image")]
-
-
 class SampleGrids(L.Callback):
     """Renders every (prompt, seed) before training, every ``every_n_steps`` optimizer steps and after training.
 
@@ -190,7 +170,7 @@ class SampleGrids(L.Callback):
     @torch.no_grad()
     def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list:
         """Render and save the grid of the current step once; returns its images."""
-        from loldu.tasks.diffusion import image_grid
+        from loldu.tasks.diffusion import image_grid, render
 
         step = int(trainer.global_step)
         if not self.prompts or step in self.sampled or not trainer.is_global_zero:  # ddp: rank 0 renders and writes
@@ -201,7 +181,7 @@ class SampleGrids(L.Callback):
         unet = model.get_base_model() if hasattr(model, "get_base_model") else model
         pipe = self.bundle.pipeline(unet=unet, scheduler=self.sampler)
         try:
-            images = render_each(
+            images = render(
                 pipe,
                 self.prompts,
                 self.seeds,

@@ -61,6 +61,11 @@ if not OmegaConf.has_resolver("run_stamp"):  # cached: a config's run and sweep 
 import loldu.resume  # noqa: E402,F401  (registers ${resume_run_dir:...}, conf/hydra/default.yaml's run folder)
 
 
+def unescape(value: str) -> str:
+    """A swept value as written (the sweeper's strings escape interpolations: ``$\\{x\\}``)."""
+    return value.replace("$\\{", "${").replace("\\}", "}")
+
+
 def choice(group: str) -> str:
     """The long name of the option picked for ``group`` in the running Hydra job (``group`` outside one)."""
     try:

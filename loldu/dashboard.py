@@ -5,7 +5,6 @@ summary. Torch-free; ``loldu.train.build_trainer`` passes :func:`wandb_run_args`
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from loldu.config import choice
+from loldu.rundir import json_safe
 
 # Config fields a dashboard groups and filters by, first in the W&B config.
 FIELDS = ("model", "task", "method", "rank", "lr", "seed", "epochs", "sweep_name", "sweep")
@@ -76,7 +76,7 @@ def summary_values(metrics: dict) -> dict[str, Any]:
     values = {f"params/{k}": v for k, v in metrics.get("params", {}).items()}
     values.update(metrics.get("test") or metrics.get("val") or {})
     values["wall_time_s"] = metrics.get("wall_time_s")
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
+    return json_safe(values)
 
 
 def log_summary(metrics: dict) -> None:

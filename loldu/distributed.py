@@ -131,15 +131,13 @@ def _fsdp_strategy_class() -> type:
         """
 
         def _setup_model(self, model):
-            import torch
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
             wrapped = getattr(self, "_loldu_wrapped", None)
             if wrapped is None or wrapped.module is not model:
                 settings = {"cpu_offload": self.cpu_offload, "sharding_strategy": self.sharding_strategy}
-                device = self.root_device if self.root_device.type != "cpu" else torch.device("cpu")
                 mixed = self.mixed_precision_config
-                wrapped = FSDP(model, mixed_precision=mixed, device_id=device, **settings, **self.kwargs)
+                wrapped = FSDP(model, mixed_precision=mixed, device_id=self.root_device, **settings, **self.kwargs)
                 self._loldu_wrapped = wrapped
             return super()._setup_model(wrapped)
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from loldu.config import unescape
+from loldu.rundir import hydra_choices
+
 log = logging.getLogger(__name__)
 
 # Resolved values of every run, in table order; swept keys of the same name show these (rank: the method's r).
@@ -51,17 +54,7 @@ def read_overrides(run: Path) -> dict[str, str]:
         return {}
     items = yaml.safe_load(path.read_text()) or []
     pairs = (str(item).lstrip("+~").split("=", 1) for item in items)
-    return {k: v.replace("$\\{", "${").replace("\\}", "}") for k, v in (p for p in pairs if len(p) == 2)}
-
-
-def _choices(run: Path) -> dict[str, str]:
-    """The model and task choice names Hydra recorded for the run (``.hydra/hydra.yaml``), if any."""
-    path = run / ".hydra" / "hydra.yaml"
-    try:
-        choices = yaml.safe_load(path.read_text())["hydra"]["runtime"]["choices"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return {}
-    return {k: choices[k] for k in ("model", "task") if choices.get(k)}
+    return {k: unescape(v) for k, v in (p for p in pairs if len(p) == 2)}
 
 
 def _status(run: Path, has_metrics: bool) -> tuple[str, str | None]:
@@ -97,7 +90,11 @@ def read_run(folder: Path, run: Path) -> dict:
         metrics = None
     method = cfg.get("method") if isinstance(cfg.get("method"), dict) else {}
     resolved = {key: cfg.get(key) for key in FIELDS}
-    resolved.update(method=method.get("name"), rank=method.get("r"), **_choices(run))
+    resolved.update(
+        method=method.get("name"),
+        rank=method.get("r"),
+        **{k: v for k, v in hydra_choices(run).items() if k in ("model", "task")},
+    )
     row = {"run": str(run.relative_to(folder)) or ".", "status": status, "error": error}
     row["overrides"] = read_overrides(run)
     row.update({k: v for k, v in resolved.items() if v is not None})

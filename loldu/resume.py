@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from loldu.rundir import is_finished
+from loldu.rundir import hydra_choices, is_finished
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +35,6 @@ NOT_RESULTS = (
 )
 
 
-def _choices(run_dir: Path) -> dict:
-    """The model/task/method choices Hydra recorded for ``run_dir`` (empty when it recorded none)."""
-    try:
-        return dict(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.choices)
-    except Exception:  # no .hydra/ (run outside Hydra) or an unreadable file: not a candidate
-        return {}
-
-
 def find_unfinished(root: Path, model: str, task: str, method: str) -> Path | None:
     """The newest run folder under ``root`` of this model, task and method with a resumable checkpoint and
     no finished run (None when there is none)."""
@@ -50,7 +42,7 @@ def find_unfinished(root: Path, model: str, task: str, method: str) -> Path | No
     candidates = []
     for ckpt in root.glob(f"**/{CHECKPOINT.as_posix()}"):
         run_dir = ckpt.parents[1]
-        choices = _choices(run_dir)
+        choices = hydra_choices(run_dir)
         if not is_finished(run_dir) and all(choices.get(k) == v for k, v in want.items()):
             candidates.append((ckpt.stat().st_mtime, run_dir))
     return max(candidates)[1] if candidates else None

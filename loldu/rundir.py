@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
@@ -147,6 +149,16 @@ def _record(status: str, error: str | None = None, started_at: str | None = None
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
+
+
+def hydra_choices(run_dir: str | Path) -> dict[str, str]:
+    """The config-group choices (model, task, method...) Hydra recorded for a run (``.hydra/hydra.yaml``); empty for
+    a run outside Hydra or an unreadable file."""
+    try:
+        choices = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in choices.items() if v is not None} if isinstance(choices, dict) else {}
 
 
 def one_line(error: BaseException) -> str:

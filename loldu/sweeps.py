@@ -13,7 +13,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from loldu.config import RANKED_METHODS
+from loldu.config import RANKED_METHODS, unescape
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +33,12 @@ def swept_values(config: DictConfig) -> dict[str, list[str]]:
         try:
             if override.is_sweep_override():
                 listed = override.sweep_string_iterator() if override.is_discrete_sweep() else None
-                values[key] = None if listed is None else [_unescape(v) for v in listed]
+                values[key] = None if listed is None else [unescape(v) for v in listed]
             else:
                 values[key] = [override.get_value_element_as_str()]
         except Exception:  # a glob needs the config loader: the sweep lists it, not us
             values[key] = None
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _unescape(value: str) -> str:
-    """A swept value as written (the sweeper's strings escape interpolations: ``$\\{x\\}``)."""
-    return value.replace("$\\{", "${").replace("\\}", "}")
 
 
 def _full_ranks(config: DictConfig, models: list[str] | None) -> dict[str, int]:

@@ -139,10 +139,10 @@ class _FakePipe:
 
 
 def test_sampling_shows_a_bar_per_image_and_keeps_the_order(bars_at_once, capsys):
-    from loldu.callbacks import render_each
+    from loldu.tasks.diffusion import render
 
     prompts = ["a sks dog", "a sks dog on the beach"]
-    images = render_each(_FakePipe(prompts), prompts, [3, 4, 5], 2, 7.5, 8, "cpu", desc="sample grid at step 0")
+    images = render(_FakePipe(prompts), prompts, [3, 4, 5], 2, 7.5, 8, "cpu", desc="sample grid at step 0")
     assert [im.getpixel((0, 0))[:2] for im in images] == [(0, 3), (0, 4), (0, 5), (10, 3), (10, 4), (10, 5)]
     err = capsys.readouterr().err
     assert "sample grid at step 0" in err and "/6 " in err, err

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 
-from loldu.callbacks import render_each
 from loldu.eval.concept import CLIP, DINO, concept_scores, load_encoders
 from loldu.logs import quiet
 from loldu.models.diffusion import check_prompt_length
 from loldu.runs import load_config, load_run
+from loldu.tasks.diffusion import render
 
 
 def evaluate_run(
@@ -66,7 +66,7 @@ def evaluate_run(
         raise ValueError("give at least one prompt and images_per_prompt >= 1")
     bundle, pipe, references = _pipeline_and_references(run_dir, cfg, prompts, device)
     seeds = list(range(images_per_prompt))
-    generated = render_each(
+    generated = render(
         pipe, prompts, seeds, inference_steps, guidance_scale, bundle.resolution, device, desc="generating"
     )
     gen_prompts = _save_generated(run_dir / "eval", generated, prompts, images_per_prompt, strip_identifier)

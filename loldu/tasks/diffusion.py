@@ -15,6 +15,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from loldu.logs import progress
+
 from .base import TaskFamily, stage_metrics
 from .common import FineTuneModule
 
@@ -45,8 +47,10 @@ def render(
     guidance_scale: float,
     resolution: int,
     device: torch.device | str,
+    desc: str = "sampling",
 ) -> list:
-    """One PIL image per (prompt, seed), prompt-major; the global random state is left as it was.
+    """One PIL image per (prompt, seed), prompt-major, under a progress bar; the global random state is left as it
+    was.
 
     Args:
         pipe: a diffusers text-to-image pipeline.
@@ -56,22 +60,23 @@ def render(
         guidance_scale: classifier-free guidance scale.
         resolution: image side in pixels.
         device: where the pipeline runs (seeds its generators).
+        desc: the progress bar's label (:func:`loldu.logs.progress`).
     """
     device = torch.device(device)
+    pairs = [(prompt, seed) for prompt in prompts for seed in seeds]
     images = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for prompt in prompts:
-            for seed in seeds:
-                out = pipe(
-                    prompt,
-                    num_inference_steps=inference_steps,
-                    guidance_scale=guidance_scale,
-                    generator=torch.Generator(device=device).manual_seed(seed),
-                    height=resolution,
-                    width=resolution,
-                    output_type="pil",
-                )
-                images.append(out.images[0])
+        for prompt, seed in progress(pairs, desc, unit="image"):
+            out = pipe(
+                prompt,
+                num_inference_steps=inference_steps,
+                guidance_scale=guidance_scale,
+                generator=torch.Generator(device=device).manual_seed(seed),
+                height=resolution,
+                width=resolution,
+                output_type="pil",
+            )
+            images.append(out.images[0])
     return images
 
 
