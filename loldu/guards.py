@@ -31,25 +31,35 @@ def _value(x: Any) -> float:
 class NonFiniteGuard(L.Callback):
     """Raises :class:`NonFiniteError` when training diverges, naming where, the value and what to try.
 
-    Checked: the training loss of every batch (before its backward); the total gradient norm before every
-    optimizer step (not under fp16 loss scaling, whose scaler skips steps with inf gradients by design); every
-    logged loss after each validation and test; the trainable weights when training ends (no later loss checks
-    the last step's update). Under several processes the decision is shared, so every rank stops together.
+    Checked before every optimizer step: the training loss of each of its batches and the total gradient norm
+    (not under fp16 loss scaling, whose scaler skips steps with inf gradients by design), read with one host sync
+    per step; every logged loss after each validation and test; the trainable weights when training ends (no later
+    loss checks the last step's update). Under several processes the decision is shared, so every rank stops
+    together.
     """
 
+    def __init__(self):
+        super().__init__()
+        self._losses: list[torch.Tensor] = []  # this optimizer step's batch losses, kept on device (no sync)
+
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        value = _value(loss)
-        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
-        self._check(trainer, pl_module, value, f"the training loss is {value} {where}")
+        self._losses.append(loss.detach().float().reshape(-1)[:1])
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+        """The step's batch losses and its gradient norm, read with one host sync and decided across ranks once."""
+        checked, self._losses = self._losses, []
+        where = f"at step {trainer.global_step}"
+        labels = [f"the training loss is {{}} {where} (epoch {trainer.current_epoch})"] * len(checked)
+        if getattr(trainer.precision_plugin, "scaler", None) is None:  # fp16 scaling skips inf-gradient steps itself
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads:
+                checked.append(torch.nn.utils.get_total_norm(grads).detach().float().reshape(1))
+                labels.append(f"the gradient norm is {{}} {where}")
+        if not checked:
             return
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if not grads:
-            return
-        norm = _value(torch.nn.utils.get_total_norm(grads))
-        self._check(trainer, pl_module, norm, f"the gradient norm is {norm} at step {trainer.global_step}")
+        values = torch.cat([v.to(checked[0].device) for v in checked]).tolist()
+        value, label = next(((v, w) for v, w in zip(values, labels) if not math.isfinite(v)), (0.0, ""))
+        self._check(trainer, pl_module, value, label.format(value))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check_logged(trainer, pl_module, "val/")
