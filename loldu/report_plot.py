@@ -17,10 +17,18 @@ AXIS_ORDER = ("rank", "lr", "init", "method", "model", "task", "epochs")
 LOG_AXES = {"rank": 2, "lr": 10}
 
 
-def axis(swept: list[str]) -> tuple[str | None, list[str]]:
-    """``(x key, line keys)`` for the swept keys: the first of :data:`AXIS_ORDER` (else the first swept key) on
-    the x-axis, the others (seeds excluded) as lines; x is None when only seeds were swept."""
+def axis(swept: list[str], x: str | None = None) -> tuple[str | None, list[str]]:
+    """``(x key, line keys)`` for the swept keys: ``x`` if given, else the first of :data:`AXIS_ORDER` (else the
+    first swept key) on the x-axis, the others (seeds excluded) as lines; x is None when only seeds were swept.
+
+    Raises:
+        ValueError: if ``x`` was not swept.
+    """
     keys = [k for k in swept if k != "seed"]
+    if x is not None:
+        if x not in keys:
+            raise ValueError(f"--x {x}: the runs do not vary it; they vary {', '.join(keys) or 'only the seed'}")
+        return x, [k for k in keys if k != x]
     if not keys:
         return None, []
     x = next((k for k in AXIS_ORDER if k in keys), keys[0])
@@ -50,7 +58,10 @@ def aggregate(rows: list[dict], swept: list[str], metrics: list[str]) -> list[di
             present = [m[metric] for m in members if metric in m]
             if present:
                 agg[metric] = _stats(present)
-        agg["trainable"] = members[0].get("trainable")
+        for key in ("adapter", "head", "trainable"):
+            agg[key] = members[0].get(key)
+        times = [m["step_s"] for m in members if isinstance(m.get("step_s"), (int, float))]
+        agg["step_s"] = statistics.median(times) if times else None
         out.append(agg)
     return out
 

@@ -110,7 +110,8 @@ def read_run(folder: Path, run: Path) -> dict:
 
 def _results(run: Path, metrics: dict) -> dict:
     params = metrics.get("params") or {}
-    row = {"adapter": params.get("adapter"), "trainable": params.get("trainable")}
+    row = {"adapter": params.get("adapter"), "head": params.get("head"), "trainable": params.get("trainable")}
+    row["step_s"] = (metrics.get("perf") or {}).get("step_time_s")  # median wall time of a training step
     for part in ("test", "val", "train"):  # diffusion runs: no validation set
         row.update(metrics.get(part) or {})
     if "val/loss" in (metrics.get("val_before") or {}):

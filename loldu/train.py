@@ -14,6 +14,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from loldu.callbacks import PerfLogger
 from loldu.config import check_config, choice
 from loldu.dashboard import log_summary, wandb_run_args
 from loldu.distributed import end_processes, full_parameters, prepare_launch
@@ -61,6 +62,9 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     start = time.perf_counter()
     metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
     metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
+    perf = next((cb.summary() for cb in trainer.callbacks if isinstance(cb, PerfLogger)), {})
+    if perf:
+        metrics["perf"] = perf
     with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
         if is_rank_zero():
             family.export(cfg, model, bundle, out)
@@ -120,6 +124,8 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trai
             make = instantiate(node, _partial_=True, _convert_="all")
             loggers.append(make(**wandb_run_args(cfg)) if name == "wandb" else make())
     callbacks = [instantiate(c, _convert_="all") for c in cfg.callbacks.values() if c is not None]
+    if not loggers:  # logger=none: Lightning refuses an lr monitor with nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
     checkpointing = any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks)
     return instantiate(
         cfg.trainer,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"adapter": 100, "trainable": 166, "base": 1000}
 
 
-def _job(folder: Path, num: int, overrides: dict, acc=0.5, status=None, metrics=True) -> Path:
+def _job(folder: Path, num: int, overrides: dict, acc=0.5, status=None, metrics=True, val_acc=None) -> Path:
     """A multirun job folder as train.py writes it: overrides, resolved config, metrics, status."""
     run = folder / str(num)
     (run / ".hydra").mkdir(parents=True)
@@ -35,6 +35,8 @@ def _job(folder: Path, num: int, overrides: dict, acc=0.5, status=None, metrics=
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     if metrics:
         m = {"test": {"test/acc": acc}, "params": {**PARAMS, "trainable": 100 + cfg["method"]["r"]}}
+        if val_acc is not None:
+            m["val"] = {"val/acc": val_acc}
         m.update(model="minilm", task="rotten_tomatoes", method=cfg["method"]["name"], rank=cfg["method"]["r"])
         m.update(lr=cfg["lr"], seed=cfg["seed"])
         (run / "metrics.json").write_text(json.dumps(m))
@@ -148,3 +150,52 @@ def test_make_report_passes_args():
         ["make", "-n", "report", "DIR=multirun/x", "ARGS=--wandb"], cwd=ROOT, capture_output=True, text=True
     )
     assert "-m loldu.report multirun/x --wandb" in out.stdout, out.stdout + out.stderr
+
+
+def _grid_then_seeds(folder: Path) -> None:
+    """An lr grid at seed 0 for two methods, then seeds 1, 2 at each method's chosen lr. Test accuracy is best at
+    the lr that validation ranks worst, so a choice made on test would differ."""
+    num = 0
+    for method, vals in (("loldu", {"1e-3": 0.60, "3e-3": 0.70, "1e-2": 0.65}), ("lora", {"1e-3": 0.75, "3e-3": 0.72})):
+        for lr, val in vals.items():
+            _job(folder, num, {"method": method, "lr": lr, "seed": 0}, acc=1.0 - val, val_acc=val)
+            num += 1
+    # seeds added at loldu's chosen lr validate worse than 1e-2 did at seed 0: the choice must not move
+    for seed, val in ((1, 0.55), (2, 0.56)):
+        _job(folder, num, {"method": "loldu", "lr": "3e-3", "seed": seed}, acc=0.71, val_acc=val)
+        num += 1
+
+
+def test_tune_chooses_on_validation_over_the_grid_seeds(tmp_path, capsys):
+    _grid_then_seeds(tmp_path)
+    assert report([str(tmp_path), "--tune", "lr", "--print-best"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert {m: float(lr) for m, lr in lines} == {"method=loldu": 3e-3, "method=lora": 1e-3}
+    assert not (tmp_path / "report.md").exists(), "--print-best writes nothing"
+    assert report([str(tmp_path), "--tune", "lr"]) == 0
+    tuned = json.loads((tmp_path / "tuned.json").read_text())
+    choices = {c["method"]: c for c in tuned["choices"]}
+    assert float(choices["loldu"]["lr"]) == pytest.approx(0.003) and choices["loldu"]["on_seeds"] == [0]
+    assert choices["loldu"]["edge"] is False and choices["lora"]["edge"] is True  # lora's best is its smallest lr
+    results = {r["method"]: r for r in tuned["results"]}
+    assert results["loldu"]["n"] == 3 and results["loldu"]["seeds"] == "0,1,2"
+    assert results["loldu"]["test/acc"][0] == pytest.approx((0.30 + 0.71 + 0.71) / 3)
+    text = (tmp_path / "report.md").read_text()
+    assert "lr chosen on val/acc" in text and "at the edge of the grid" in text
+    assert (tmp_path / "report_params.png").stat().st_size > 1000
+    assert rep.axis(rep.swept_keys(rep.collect(tmp_path)), "lr") == ("lr", ["method"])
+    assert report([str(tmp_path), "--tune", "lr", "--x", "lr"]) == 0
+    with pytest.raises(SystemExit, match="--x rank: the runs do not vary it"):
+        report([str(tmp_path), "--x", "rank"])
+
+
+def test_tune_refuses_what_cannot_be_chosen(tmp_path):
+    _job(tmp_path, 0, {"seed": 0}, val_acc=0.5)
+    _job(tmp_path, 1, {"seed": 1}, val_acc=0.6)
+    with pytest.raises(SystemExit, match="do not vary lr"):
+        report([str(tmp_path), "--tune", "lr"])
+    _job(tmp_path, 2, {"lr": "1e-2", "seed": 2}, val_acc=0.7)
+    with pytest.raises(SystemExit, match="no seed was run at every lr"):
+        report([str(tmp_path), "--tune", "lr"])
+    with pytest.raises(SystemExit, match="no finished run has val/f1"):
+        report([str(tmp_path), "--tune", "lr", "--on", "val/f1"])

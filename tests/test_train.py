@@ -169,3 +169,12 @@ def test_paper_vit_from_a_local_folder_runs(tmp_path):
     _, metrics = _run(tmp_path / "run", "model=vit", "task=digits", f"model.builder.name_or_path={folder}", "rank=16")
     assert metrics["model"] == "vit_base" and metrics["task"] == "digits" and "test/acc" in metrics["test"]
     assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r + sigma)
+
+
+def test_no_logger_with_the_default_callbacks_and_step_time_in_metrics(tmp_path):
+    """logger=none keeps the default callbacks (Lightning refuses its lr monitor without a logger: it is dropped),
+    and metrics.json records the median training step time the method comparison tabulates."""
+    _, metrics = _run(tmp_path, "model=tiny_bert", "method=loldu", "logger=none")
+    perf = metrics["perf"]
+    assert perf["steps"] >= 1 and 0 < perf["step_time_s"] < metrics["wall_time_s"]
+    assert perf["peak_mem_mib"] > 0
