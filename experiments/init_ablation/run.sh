@@ -6,7 +6,7 @@
 set -euo pipefail
 here=experiments/init_ablation
 export HF_HUB_OFFLINE=1
-lr=$(python -m loldu.report experiments/method_comparison/runs/rotten_tomatoes/loldu_r384/grid --tune lr --print-best)
+lr=$(python -m loldu.report experiments/method_comparison/runs/rotten_tomatoes/loldu_r384 --tune lr --print-best)
 [ -d $here/runs ] || python train.py -m model=minilm task=rotten_tomatoes epochs=1 +task.data.limit_train=2000 \
   method=loldu lr=$lr init=lu,uniform,normal,constant,ones,zeros,s_uniform,s_normal \
   method.options.init_residual=z0,d seed=0,1 hydra.sweep.dir=$here/runs || echo "some jobs failed (the report lists them)"

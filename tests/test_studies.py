@@ -1,0 +1,53 @@
+"""The committed studies (experiments/*/) regenerate from their committed run folders: every run the tables use
+finished, each lr choice is the one validation makes, and the committed summary is what the runs give today."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loldu.report_runs import collect
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ROOT / "experiments"
+COMPARISON = STUDIES / "method_comparison"
+
+
+def _runs(study: str) -> Path:
+    folder = STUDIES / study / "runs"
+    if not folder.is_dir():
+        pytest.skip(f"{study} has no committed runs")
+    return folder
+
+
+@pytest.mark.parametrize("study", ["method_comparison", "rank_ablation", "init_ablation", "instruction_tuning"])
+def test_every_committed_run_finished_with_its_config(study):
+    rows = collect(_runs(study))
+    assert rows and all(r["status"] == "finished" for r in rows), [r["run"] for r in rows if r["status"] != "finished"]
+    for row in rows:
+        run = _runs(study) / row["run"]
+        assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file(), run
+
+
+def test_method_comparison_summary_is_what_the_runs_give():
+    runs = _runs("method_comparison")
+    out = subprocess.run(
+        [sys.executable, str(COMPARISON / "summary.py"), str(runs)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout == (COMPARISON / "summary.md").read_text()
+
+
+def test_seeds_ran_at_the_lr_validation_chose():
+    from loldu.report_runs import swept_keys, value
+    from loldu.report_tune import tune
+
+    for method in sorted(p for p in _runs("method_comparison").glob("*/*") if (p / "seeds").is_dir()):
+        rows = collect(method)
+        (choice,) = tune(rows, swept_keys(rows), "lr", "val/acc")
+        seeds = collect(method / "seeds")
+        assert {str(value(r, "lr")) for r in seeds} == {str(choice["lr"])}, method
+        assert sorted(r["seed"] for r in seeds) == [1, 2], method
