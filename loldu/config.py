@@ -100,6 +100,11 @@ def check_config(cfg: DictConfig) -> None:
     check_rank_fits(cfg)
     if cfg.method.name == "linear_probe" and not cfg.model.head_modules:
         raise ValueError(f"linear_probe needs a head, and model {choice('model')} names no head_modules")
+    if cfg.get("head_lr") is not None and not cfg.model.head_modules:
+        raise ValueError(
+            f"head_lr={cfg.head_lr} sets the lr of a new head, and model {choice('model')} has none "
+            "(model.head_modules is empty): leave head_lr unset"
+        )
     checks.check_method_options(cfg)
 
 

@@ -75,6 +75,7 @@ VALUE_RULES = {
     "epochs": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. epochs=3"),
     "batch_size": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. batch_size=32"),
     "lr": (_is_number, lambda v: v > 0, "a positive number, e.g. lr=3e-3"),
+    "head_lr": (_is_number, lambda v: v > 0, "a positive number, e.g. head_lr=1e-2, or null (the head trains at lr)"),
     "seed": (_is_int, lambda v: True, "an integer, e.g. seed=0"),
     "weight_decay": (_is_number, lambda v: v >= 0, "a number >= 0, e.g. weight_decay=0.01"),
     "rank": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. rank=8, or null (the method's default)"),
@@ -82,7 +83,7 @@ VALUE_RULES = {
     "task_schedule.warmup_ratio": (_is_number, lambda v: 0 <= v <= 1, "a number in [0, 1], e.g. 0.06"),
     "task_schedule.warmup_steps": (_is_int, lambda v: v >= 0, "an integer >= 0, e.g. 100"),
 }
-NULLABLE = ("lr", "rank", "alpha")
+NULLABLE = ("lr", "head_lr", "rank", "alpha")
 SCHEDULERS = ("linear", "constant")
 
 

@@ -68,8 +68,8 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
         if is_rank_zero():
             family.export(cfg, model, bundle, out)
-    metrics.update(lr=cfg.lr, method=cfg.method.name, model=choice("model"), task=choice("task"))
-    metrics.update(rank=cfg.method.r, seed=cfg.seed)
+    metrics.update(lr=cfg.lr, head_lr=cfg.get("head_lr"), method=cfg.method.name, model=choice("model"))
+    metrics.update(task=choice("task"), rank=cfg.method.r, seed=cfg.seed)
     if is_rank_zero():  # trainer=ddp/fsdp: the other processes share this folder and write nothing
         write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
         write_run_card(out, cfg, metrics)
@@ -106,6 +106,7 @@ def optim_settings(cfg: DictConfig) -> dict:
     return {
         "optimizer": instantiate(cfg.optimizer),
         "lr": cfg.lr,  # resolve_defaults has put the method's default_lr in for a null lr
+        "head_lr": cfg.get("head_lr"),  # null: the head trains at lr
         "weight_decay": cfg.weight_decay,
         "decay_diagonal": cfg.method.train.decay_diagonal,
         "scheduler": cfg.task_schedule.scheduler,

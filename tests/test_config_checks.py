@@ -168,3 +168,10 @@ def test_the_checks_module_imports_no_torch():
     code = "import sys, loldu.config, loldu.config_checks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_head_lr_values_and_models_without_a_head_are_refused(composer):
+    for bad in ("head_lr=0", "head_lr=-1e-3", "head_lr=abc"):
+        _refused(composer, bad, match=r"head_lr must be a positive number, e\.g\. head_lr=1e-2")
+    _refused(composer, "model=tiny_llama", "task=chatterbot", "head_lr=1e-2", match="has none .*leave head_lr unset")
+    check_config(composer("head_lr=1e-2"))  # a classifier has a head

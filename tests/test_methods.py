@@ -139,3 +139,21 @@ def test_half_precision_forward(method, dtype):
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), ref, rtol=0.1, atol=0.05)
     _train(adapted, inputs, steps=1)  # backward runs in half precision too
+
+
+@pytest.mark.parametrize("method", ["loldu", "lora", "linear_probe"])
+def test_head_lr_puts_the_head_in_a_group_of_its_own(method):
+    from loldu.methods import optimizer_param_groups
+
+    base, targets, heads, _ = build("bert")
+    model = apply_method(base, _spec(method, targets, heads))
+    counts = count_parameters(model)
+    plain = optimizer_param_groups(model, 0.01)
+    assert all("lr" not in g for g in plain), "without head_lr every group takes the optimizer's lr"
+    groups = optimizer_param_groups(model, 0.01, head_lr=0.5)
+    (head,) = [g for g in groups if g.get("lr") == 0.5]
+    assert sum(p.numel() for p in head["params"]) == counts["head"] > 0
+    others = sum(p.numel() for g in groups if g is not head for p in g["params"])
+    assert others == counts["adapter"]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=1e-3)
+    assert sorted({g["lr"] for g in optimizer.param_groups}) == ([0.5] if method == "linear_probe" else [1e-3, 0.5])

@@ -174,7 +174,8 @@ def test_paper_vit_from_a_local_folder_runs(tmp_path):
 def test_no_logger_with_the_default_callbacks_and_step_time_in_metrics(tmp_path):
     """logger=none keeps the default callbacks (Lightning refuses its lr monitor without a logger: it is dropped),
     and metrics.json records the median training step time the method comparison tabulates."""
-    _, metrics = _run(tmp_path, "model=tiny_bert", "method=loldu", "logger=none")
+    _, metrics = _run(tmp_path, "model=tiny_bert", "method=loldu", "logger=none", "head_lr=0.05")
+    assert metrics["head_lr"] == 0.05
     perf = metrics["perf"]
     assert perf["steps"] >= 1 and 0 < perf["step_time_s"] < metrics["wall_time_s"]
     assert perf["peak_mem_mib"] > 0

@@ -228,21 +228,32 @@ def count_parameters(model: nn.Module) -> dict[str, int | float]:
     }
 
 
-def optimizer_param_groups(model: nn.Module, weight_decay: float, decay_diagonal: bool = False) -> list[dict]:
-    """Trainable parameters in two AdamW groups.
+def optimizer_param_groups(
+    model: nn.Module, weight_decay: float, decay_diagonal: bool = False, head_lr: float | None = None
+) -> list[dict]:
+    """Trainable parameters in AdamW groups.
 
     LoLDU/SVFit's z and sigma get no weight decay unless ``decay_diagonal``:
-    at full rank, decaying z shrinks the whole adapted matrix.
+    at full rank, decaying z shrinks the whole adapted matrix. With ``head_lr``, the
+    parameters of the method's ``head_modules`` (a new classifier) are a group of their
+    own with that lr; the other groups take the optimizer's lr.
     """
     diagonal = {id(p) for p in _diagonal_params(model)}
-    decay, no_decay = [], []
-    for p in model.parameters():
+    info: MethodInfo | None = getattr(model, "loldu_method", None)
+    heads = info.spec.head_modules if info and head_lr is not None else []
+    decay, no_decay, head = [], [], []
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if id(p) in diagonal and not decay_diagonal else decay).append(p)
+        if heads and _in_head(name, heads):
+            head.append(p)
+        else:
+            (no_decay if id(p) in diagonal and not decay_diagonal else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if head:
+        groups.append({"params": head, "weight_decay": weight_decay, "lr": head_lr})
     return groups
 
 

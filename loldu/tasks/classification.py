@@ -62,8 +62,9 @@ class ClassificationModule(FineTuneModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         optimizer: Callable | None = None,
+        head_lr: float | None = None,
     ):
-        super().__init__(lr, weight_decay, decay_diagonal, scheduler, warmup_ratio, warmup_steps, optimizer)
+        super().__init__(lr, weight_decay, decay_diagonal, scheduler, warmup_ratio, warmup_steps, optimizer, head_lr)
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
             raise ValueError(f"unknown metrics {unknown}; choose from {sorted(METRICS)}")

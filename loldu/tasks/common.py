@@ -54,6 +54,7 @@ class FineTuneModule(L.LightningModule):
         warmup_ratio: warmup as a fraction of all steps (used when ``warmup_steps`` is 0).
         warmup_steps: warmup steps (overrides ``warmup_ratio``).
         optimizer: called as ``optimizer(param_groups, lr=lr)`` (conf/optimizer/, a Hydra partial); None: AdamW.
+        head_lr: peak lr of the method's head modules (a new classifier); None: ``lr``.
     """
 
     def __init__(
@@ -65,6 +66,7 @@ class FineTuneModule(L.LightningModule):
         warmup_ratio: float = 0.0,
         warmup_steps: int = 0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        head_lr: float | None = None,
     ):
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -76,6 +78,7 @@ class FineTuneModule(L.LightningModule):
             "scheduler": scheduler,
             "warmup_ratio": float(warmup_ratio),
             "warmup_steps": int(warmup_steps),
+            "head_lr": None if head_lr is None else float(head_lr),
         }
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.strict_loading = False
@@ -99,7 +102,7 @@ class FineTuneModule(L.LightningModule):
     # -- optimizer -------------------------------------------------------------------------------------------
     def configure_optimizers(self):
         s = self.optim_settings
-        groups = optimizer_param_groups(self.model, s["weight_decay"], s["decay_diagonal"])
+        groups = optimizer_param_groups(self.model, s["weight_decay"], s["decay_diagonal"], s["head_lr"])
         groups = [g for g in groups if g["params"]]
         if not groups:
             raise ValueError("the model has no trainable parameters: check the method and head_modules")
