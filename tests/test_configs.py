@@ -144,6 +144,15 @@ def test_paper_settings_reach_the_run(composer):
     assert cfg.task_schedule.warmup_ratio == 0.06
 
 
+@pytest.mark.parametrize("task, extra", [("text_csv", ()), ("imagefolder", ("model=tiny_vit",))])
+def test_own_data_tasks_default_to_ten_epochs_and_the_command_line_wins(composer, task, extra):
+    # experiments/defaults: 3 epochs of a few hundred rows are too few steps for any method
+    args = (*extra, f"task={task}", *REQUIRED[task])
+    assert composer(*args).epochs == 10
+    assert composer(*args, "epochs=4").epochs == 4
+    assert composer().epochs == 2  # the packaged tasks keep their own (minilm_rotten_tomatoes)
+
+
 def test_instruction_and_concept_paper_settings(composer):
     cfg = composer("experiment=llama2_instruct")
     assert cfg.model.builder.name_or_path == "meta-llama/Llama-2-7b-hf" and cfg.task.data.source == "alpaca_hub"

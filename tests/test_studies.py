@@ -16,19 +16,29 @@ STUDIES = ROOT / "experiments"
 COMPARISON = STUDIES / "method_comparison"
 
 
-def _runs(study: str) -> Path:
-    folder = STUDIES / study / "runs"
-    if not folder.is_dir():
-        pytest.skip(f"{study} has no committed runs")
-    return folder
+def _runs(study: str, folder: str = "runs") -> Path:
+    path = STUDIES / study / folder
+    if not path.is_dir():
+        pytest.skip(f"{study} has no committed {folder}/")
+    return path
 
 
-@pytest.mark.parametrize("study", ["method_comparison", "rank_ablation", "init_ablation", "instruction_tuning"])
-def test_every_committed_run_finished_with_its_config(study):
-    rows = collect(_runs(study))
+@pytest.mark.parametrize(
+    "study, folder",
+    [
+        ("method_comparison", "runs"),
+        ("method_comparison", "runs_longer"),
+        ("rank_ablation", "runs"),
+        ("init_ablation", "runs"),
+        ("instruction_tuning", "runs"),
+        ("defaults", "runs"),
+    ],
+)
+def test_every_committed_run_finished_with_its_config(study, folder):
+    rows = collect(_runs(study, folder))
     assert rows and all(r["status"] == "finished" for r in rows), [r["run"] for r in rows if r["status"] != "finished"]
     for row in rows:
-        run = _runs(study) / row["run"]
+        run = _runs(study, folder) / row["run"]
         assert (run / "config.yaml").is_file() and (run / ".hydra" / "overrides.yaml").is_file(), run
 
 
@@ -47,7 +57,9 @@ def test_seeds_ran_at_the_lr_validation_chose():
 
     for method in sorted(p for p in _runs("method_comparison").glob("*/*") if (p / "seeds").is_dir()):
         rows = collect(method)
-        (choice,) = tune(rows, swept_keys(rows), "lr", "val/acc")
+        swept = swept_keys(rows)
+        key = "head_lr" if "head_lr" in swept else "lr"  # loldu_r384_head tunes the head's lr
+        (choice,) = tune(rows, swept, key, "val/acc")
         seeds = collect(method / "seeds")
-        assert {str(value(r, "lr")) for r in seeds} == {str(choice["lr"])}, method
+        assert {str(value(r, key)) for r in seeds} == {str(choice[key])}, method
         assert sorted(r["seed"] for r in seeds) == [1, 2], method

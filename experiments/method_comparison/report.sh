@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Regenerate the method comparison's tables and plots from the committed run folders (no training):
-# runs/<task>/{report.md,report.png,report_params.png,tuned.json} and summary.md. Run from the repository root.
+# Regenerate the method comparison's tables and plots from the committed run folders (no training). Per method:
+# runs/<task>/<method>/{report.md,report.png,tuned.json} (every run, the lr choice and its grid, test acc against
+# lr); then summary.md and figure1_<task>.png (test accuracy against trainable parameters). From the repository root.
 set -euo pipefail
 here=experiments/method_comparison
-for task in rotten_tomatoes tweet_sentiment; do
-  [ -d $here/runs/$task ] && python -m loldu.report $here/runs/$task --tune lr --x lr > /dev/null
+for method in $here/runs/*/*/; do
+  key=lr; [ "$(basename $method)" = loldu_r384_head ] && key=head_lr
+  python -m loldu.report $method --tune $key > /dev/null
 done
-python $here/summary.py $here/runs > $here/summary.md
+python $here/summary.py $here/runs --figures > $here/summary.md
 cat $here/summary.md

@@ -10,13 +10,7 @@
 set -euo pipefail
 stage=$1 task=$2
 here=experiments/method_comparison
-case $task in
-  rotten_tomatoes) data="+task.data.limit_train=2000" ;;
-  tweet_sentiment) data="+task.data.limit_train=2000 +task.data.limit_eval=1000" ;;
-  *) echo "task: rotten_tomatoes or tweet_sentiment" >&2; exit 2 ;;
-esac
-common="model=minilm task=$task epochs=1 $data"
-export HF_HUB_OFFLINE=1
+source $here/setting.sh
 if [ "$stage" = extend ]; then
   name=$3 lrs=$4
   overrides=$(grep "^$name " $here/methods.txt | awk '{$1=""; $NF=""; print}')
