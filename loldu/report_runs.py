@@ -34,7 +34,10 @@ def run_folders(folder: Path) -> list[Path]:
         for path in folder.rglob(name):
             if not SKIP_PARTS & set(path.relative_to(folder).parts[:-1]):
                 found.add(path.parent)
-    return sorted(found, key=lambda p: [int(s) if s.isdigit() else s for s in p.relative_to(folder).parts])
+    # numbered job folders in numeric order, before named ones at the same level (0, 1, 2, 10, seeds/...)
+    return sorted(
+        found, key=lambda p: [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in p.relative_to(folder).parts]
+    )
 
 
 def _read_json(path: Path) -> dict | None:

@@ -199,3 +199,12 @@ def test_tune_refuses_what_cannot_be_chosen(tmp_path):
         report([str(tmp_path), "--tune", "lr"])
     with pytest.raises(SystemExit, match="no finished run has val/f1"):
         report([str(tmp_path), "--tune", "lr", "--on", "val/f1"])
+
+
+def test_grid_jobs_and_a_seeds_folder_side_by_side_are_collected_in_order(tmp_path):
+    # the layout of experiments/method_comparison/runs_longer: jobs 0, 1 of a grid with its seeds/ beside them
+    for num in (0, 1, 10):
+        _job(tmp_path / "loldu", num, {"lr": "3e-3"})
+    _job(tmp_path / "loldu" / "seeds", 0, {"lr": "3e-3", "seed": 1})
+    runs = [r["run"] for r in rep.collect(tmp_path)]
+    assert runs == ["loldu/0", "loldu/1", "loldu/10", "loldu/seeds/0"]

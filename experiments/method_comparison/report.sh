@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the method comparison's tables and plots from the committed run folders (no training). Per method:
 # runs/<task>/<method>/{report.md,report.png,tuned.json} (every run, the lr choice and its grid, test acc against
-# lr); then summary.md and figure1_<task>.png (test accuracy against trainable parameters). From the repository root.
+# lr); then summary.md and figure1_<task>.png (test accuracy against trainable parameters); then
+# runs_longer/report.md. From the repository root.
 set -euo pipefail
 here=experiments/method_comparison
 for method in $here/runs/*/*/; do
@@ -9,4 +10,5 @@ for method in $here/runs/*/*/; do
   python -m loldu.report $method --tune $key > /dev/null
 done
 python $here/summary.py $here/runs --figures > $here/summary.md
+python -m loldu.report $here/runs_longer --tune lr > /dev/null  # LoLDU and LoRA r8 at 3.4x the steps
 cat $here/summary.md
