@@ -112,9 +112,9 @@ def figure(by_method: dict, task: str, path: Path) -> None:
     for name, runs in by_method.items():
         accs = [100 * r["test/acc"] for r in runs.values()]
         x = next(iter(runs.values()))["trainable"]
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        ax.errorbar([x], [statistics.fmean(accs)], yerr=[std], marker="o", capsize=3, label=name)
-        ax.annotate(name, (x, statistics.fmean(accs)), textcoords="offset points", xytext=(6, -3), fontsize=8)
+        mean, std = statistics.fmean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0
+        ax.errorbar([x], [mean], yerr=[std], marker="o", capsize=3, label=name)
+        ax.annotate(name, (x, mean), textcoords="offset points", xytext=(6, -3), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters, incl. the classifier head (log)")
     seeds = sorted({len(runs) for runs in by_method.values()})
