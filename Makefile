@@ -31,13 +31,14 @@ test-slow: $(STAMP) ## Slow tests (ViT-base-sized models and the like)
 test-gpu: $(STAMP) ## GPU tests (need CUDA)
 	$(PY) -m pytest -m gpu
 
-lint: $(STAMP) ## ruff lint and format check
-	$(VENV)/bin/ruff check loldu tests benchmarks train.py
-	$(VENV)/bin/ruff format --check loldu tests benchmarks train.py
+lint: $(STAMP) ## ruff lint and format check, and the package's layers (import-linter contracts in pyproject.toml)
+	$(VENV)/bin/ruff check loldu tests benchmarks train.py hydra_plugins
+	$(VENV)/bin/ruff format --check loldu tests benchmarks train.py hydra_plugins
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## Apply ruff formatting and fixes
-	$(VENV)/bin/ruff check --fix loldu tests benchmarks
-	$(VENV)/bin/ruff format loldu tests benchmarks
+	$(VENV)/bin/ruff check --fix loldu tests benchmarks train.py hydra_plugins
+	$(VENV)/bin/ruff format loldu tests benchmarks train.py hydra_plugins
 
 bench: $(STAMP) ## LU setup, step time (interleaved rounds) and LLaMA-shaped memory tables; ARGS="--quick", "--rounds N", "--only setup|step|memory"
 	$(PY) -m benchmarks.run $(ARGS)

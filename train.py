@@ -1,17 +1,16 @@
 """One run: python train.py model=<m> task=<t> method=<x> rank=<r> lr=<lr> seed=<s> (see conf/train.yaml).
 
-Composing the config (``--cfg job``, ``--help``) imports no torch: the training code is imported inside ``main``.
+Composing the config (``--cfg job``, ``--help``) imports no torch: the training code is imported inside ``main``,
+and the resolvers ``conf/`` uses are registered by Hydra's plugin scan (``hydra_plugins/loldu_resolvers.py``).
 """
 
 import hydra
 from omegaconf import DictConfig
 
-import loldu.config  # noqa: F401  (registers the resolvers conf/ uses)
-
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from loldu.train import train
+    from loldu.run import train
 
     return train(cfg)
 

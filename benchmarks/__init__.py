@@ -1,1 +1,1 @@
-"""Benchmarks for the loldu method library (run as modules, e.g. ``python -m benchmarks.step_time``)."""
+"""Benchmarks for the loldu method library (run with ``python -m benchmarks.run``; ``make bench``)."""

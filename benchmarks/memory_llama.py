@@ -105,7 +105,7 @@ def run_memory(args: argparse.Namespace) -> list[str]:
             res = run_worker(name, args)
             lines.append(f"| {name} | {res['setup_s']:.1f} | {res['step_s']:.2f} | {res['peak_mib']:.0f} |")
         else:
-            cmd = [sys.executable, "-m", "benchmarks.memory_llama", "--worker", name]
+            cmd = [sys.executable, "-m", "benchmarks.run", "--worker", name]
             for key in WORKER_KEYS:
                 cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -118,9 +118,3 @@ def run_memory(args: argparse.Namespace) -> list[str]:
                 lines.append(f"| {name} | {res['setup_s']:.1f} | {res['step_s']:.2f} | {res['peak_mib']:.0f} |")
         print(lines[-1], flush=True)
     return lines
-
-
-if __name__ == "__main__":
-    from .run import main
-
-    main()

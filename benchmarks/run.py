@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     import json
     import sys
 
-    from loldu.logs import quiet
+    from loldu.run.logs import quiet
 
     from . import memory_llama, setup_time, step_time
 

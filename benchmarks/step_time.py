@@ -174,7 +174,7 @@ def run_row(row: Row, args: argparse.Namespace) -> dict:
     """Run one row once in a fresh interpreter and parse its JSON line (in this one with ``--in-process``)."""
     if args.in_process:
         return run_worker(row, args)
-    cmd = [sys.executable, "-m", "benchmarks.step_time", "--worker", row.name]
+    cmd = [sys.executable, "-m", "benchmarks.run", "--worker", row.name]
     for key in WORKER_KEYS:
         cmd += [f"--{key}", str(getattr(args, key))]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -255,9 +255,3 @@ def run_step(args: argparse.Namespace) -> list[str]:
     table = bars(series, args.hidden)
     print("\n" + "\n".join(table), flush=True)
     return [*lines, "", *table]
-
-
-if __name__ == "__main__":
-    from .run import main
-
-    main()

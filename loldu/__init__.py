@@ -1,10 +1,10 @@
 """LoLDU: parameter-efficient fine-tuning by training the diagonal of an LDU factorisation.
 
 The method library's names (``loldu.LoLDUConfig``, ``loldu.apply_method``...) are imported on first use, so that
-``import loldu.config`` (what composing a Hydra config needs) loads no torch. Touching any of them imports
-:mod:`loldu.methods`, which registers LoLDU and SVFit with PEFT. Where torch is already loaded (a library user's
-``import torch, loldu``), the import registers them at once, so ``PeftModel.from_pretrained`` of a LoLDU adapter
-works right after ``import loldu``.
+``import loldu.config`` (compose time) loads no torch. Touching any of them imports :mod:`loldu.methods`, which
+registers LoLDU and SVFit with PEFT. Where torch is already loaded (a library user's ``import torch, loldu``), the
+import registers them at once, so ``PeftModel.from_pretrained`` of a LoLDU adapter works right after
+``import loldu``. The packages and their layers: docs/architecture.md.
 """
 
 from __future__ import annotations

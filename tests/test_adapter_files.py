@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyMLP, build, output
+from helpers import build, output
 from peft import PeftModel
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 
 from loldu.methods import apply_method, load_adapter, save_adapter
+from loldu.models.tiny import TinyMLP
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters_ad962e4"
 PEFT_FILE = "adapter_model.safetensors"
@@ -113,7 +114,7 @@ def test_plain_file_with_missing_or_extra_tensors_is_refused(method, tmp_path):
     dropped = sorted(tensors)[0]
     del tensors[dropped]
     save_file(tensors, path)
-    from loldu.methods.integrity import tensor_digest
+    from loldu.methods.files.integrity import tensor_digest
 
     spec = json.loads((tmp_path / "method.json").read_text())
     spec["saved"]["tensors_sha256"] = tensor_digest(path)  # a consistent but incomplete file

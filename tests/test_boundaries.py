@@ -1,4 +1,4 @@
-"""loldu.methods is a plain library: no training-framework imports, no import cycle."""
+"""The package's boundaries: loldu.methods is a plain library, no import cycle anywhere, the layer contracts hold."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def test_methods_import_no_training_framework():
@@ -79,6 +81,29 @@ def test_method_library_has_no_import_cycle():
     graph = {_module_name(p): _imports(p, modules) for p in files}
     assert "loldu.methods.peft_registry" in graph["loldu.methods.loldu.config"]  # the finder sees imports
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+@pytest.mark.parametrize(
+    ("root", "known"),
+    [("loldu", ("loldu.run.skeleton", "loldu.run.resume")), ("benchmarks", ("benchmarks.run", "benchmarks.step_time"))],
+)
+def test_no_import_cycle_anywhere(root, known):
+    """No circle between any two modules of the package (or of the benchmarks): the layers of
+    pyproject.toml's import-linter contracts keep packages apart, this keeps the modules inside one apart."""
+    files = sorted((ROOT / root).rglob("*.py"))
+    modules = {_module_name(p) for p in files}
+    graph = {_module_name(p): _imports(p, modules) for p in files}
+    assert known[1] in graph[known[0]]  # the finder sees imports, also those inside a function
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_import_contracts_hold():
+    """`lint-imports` (make lint): the layers (methods | config at the bottom, then models, data, tasks, run,
+    sweeps | eval), a method library without training frameworks and a torch-free compose time."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout and "3 kept" in out.stdout
 
 
 def test_peft_registry_is_a_leaf():

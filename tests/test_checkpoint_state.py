@@ -6,10 +6,9 @@ import io
 
 import pytest
 import torch
-from conftest import build
+from helpers import METHOD_TABLE, build, method_spec, train_a_few_steps
 from peft import PeftModel, get_peft_model_state_dict
 from peft.tuners._buffer_dict import BufferDict
-from test_methods import METHOD_TABLE, _spec, _train
 
 from loldu.methods import apply_method
 from loldu.tasks import FineTuneModule
@@ -35,13 +34,13 @@ def _checkpoint(module: _Module) -> dict:
 
 def _adapted(method):
     model, targets, heads, inputs = build("bert")
-    return apply_method(model, _spec(method, targets, heads)), inputs
+    return apply_method(model, method_spec(method, targets, heads)), inputs
 
 
 @pytest.mark.parametrize("method", list(METHOD_TABLE))
 def test_checkpoint_restores_exactly_the_adapter(method):
     adapted, inputs = _adapted(method)
-    _train(adapted, inputs, steps=1)
+    train_a_few_steps(adapted, inputs, steps=1)
     trained = _Module(adapted)
     saved = _checkpoint(trained)
 

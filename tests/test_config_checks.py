@@ -14,7 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from loldu.config import check_config
+from loldu.run import check_run as check_config  # the config checks and the method options
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -44,7 +44,7 @@ def _refused(composer, *overrides, match: str) -> None:
 
 
 def _resolved(cfg):
-    from loldu.train import resolve_defaults
+    from loldu.run import resolve_defaults
 
     resolve_defaults(cfg)  # what train() does before check_config: the method's default rank, lr and options
     return cfg
@@ -165,7 +165,7 @@ def test_a_refused_run_exits_before_loading_anything(tmp_path):
 
 
 def test_the_checks_module_imports_no_torch():
-    code = "import sys, loldu.config, loldu.config_checks; print('torch' in sys.modules)"
+    code = "import sys, loldu.config, loldu.config.checks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 

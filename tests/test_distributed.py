@@ -141,7 +141,7 @@ def test_fsdp_image_classification_matches_one_process(tmp_path):
     assert mean_losses(records) == pytest.approx(single["losses"], rel=1e-4)
     assert_rank_zero_wrote(two, result)
     # The adapter is gathered from the shards: the same size as one process's, and it reloads.
-    from loldu.runs import load_run
+    from loldu.run.finished import load_run
 
     _, _, model = load_run(two)
     assert sum(p.numel() for n, p in model.named_parameters() if "loldu_z" in n) == 4 * 8
@@ -162,7 +162,7 @@ def test_ddp_in_a_multirun_runs_each_job_once_in_its_own_folder(tmp_path):
 
 
 def test_child_command_runs_this_job_once_in_this_folder(tmp_path):
-    from loldu.distributed import child_command
+    from loldu.run.distributed import child_command
 
     argv = ["train.py", "-m", "--config-dir", "/x/conf", "-cn=train", "rank=4,16", "output_dir=/old"]
     job = ["model=tiny_bert", "rank=16", "output_dir=/old"]  # a multirun job's overrides: its own rank
@@ -181,11 +181,11 @@ def test_child_command_runs_this_job_once_in_this_folder(tmp_path):
         ({"devices": [0, 1], "strategy": "ddp"}, True),
         ({"devices": 2, "strategy": "ddp_spawn"}, False),
         ({"devices": 1, "num_nodes": 2, "strategy": "ddp"}, True),
-        ({"devices": 2, "strategy": {"_target_": "loldu.distributed.FSDPStrategy"}}, True),
+        ({"devices": 2, "strategy": {"_target_": "loldu.run.distributed.FSDPStrategy"}}, True),
     ],
 )
 def test_launches_processes(trainer, launches, monkeypatch):
-    from loldu.distributed import launches_processes
+    from loldu.run.distributed import launches_processes
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     assert launches_processes(trainer) is launches
@@ -226,7 +226,7 @@ def test_prepare_launch_and_end_processes_leave_the_next_job_a_clean_process(tmp
     from hydra.core.hydra_config import HydraConfig
 
     import loldu.config  # noqa: F401  (the resolvers conf/ uses)
-    from loldu.distributed import end_processes, prepare_launch
+    from loldu.run.distributed import end_processes, prepare_launch
 
     for key in ("LOCAL_RANK", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK"):
         monkeypatch.delenv(key, raising=False)

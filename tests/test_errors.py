@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import TinyMLP, build, output
+from helpers import build, output
 from peft import PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 
 from loldu.methods import LoLDUConfig, MethodSpec, SVFitConfig, apply_method, load_adapter, save_adapter
+from loldu.models.tiny import TinyMLP
 
 
 def _untouched(model):

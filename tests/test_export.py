@@ -8,7 +8,6 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama, tiny_unet
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
@@ -16,7 +15,8 @@ from safetensors.torch import load_file
 
 from loldu.methods import LoLDUConfig, apply_method, merge_method
 from loldu.methods.diagonal import DiagonalLayer
-from loldu.methods.export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
+from loldu.methods.files.export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
+from loldu.models.tiny import tiny_bert, tiny_llama, tiny_unet
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
-from test_train import ROOT, _run
+from helpers import run_composed, strict_json, train_py
 from torch import nn
 
 import loldu.config  # noqa: F401
-from loldu.guards import NonFiniteError, NonFiniteGuard
+from loldu.run.guards import NonFiniteError, NonFiniteGuard
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-ENV["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _strict_json(path: Path):
-    def refuse(constant):
-        raise ValueError(f"{path} holds {constant}: not JSON")
-
-    return json.loads(path.read_text(), parse_constant=refuse)
-
-
-def _train_py(*args: str, cwd: Path) -> subprocess.Popen:
-    cmd = [sys.executable, str(ROOT / "train.py"), "model=tiny_bert", "debug=fast", "callbacks=none", *args]
-    return subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 # -- the non-finite guard on a tiny LightningModule ------------------------------------------------------------
@@ -96,11 +76,11 @@ def test_guard_lets_a_healthy_run_finish():
 # -- diverged runs end to end ------------------------------------------------------------------------------------
 def test_diverged_classifier_exits_nonzero_marked_failed_without_adapter(tmp_path):
     run = tmp_path / "run"
-    proc = _train_py("task=rotten_tomatoes", "method=full", "lr=1e6", f"hydra.run.dir={run}", cwd=tmp_path)
+    proc = train_py("task=rotten_tomatoes", "method=full", "lr=1e6", f"hydra.run.dir={run}", cwd=tmp_path)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode != 0, "a diverged run must not exit 0"
     assert "training diverged" in err and "lower the learning rate (lr=1e+06)" in err, err[-3000:]
-    status = _strict_json(run / "status.json")
+    status = strict_json(run / "status.json")
     assert status["status"] == "failed" and status["error"].startswith("NonFiniteError: training diverged")
     assert "\n" not in status["error"] and status["ended_at"] and status["pid"] == proc.pid
     assert not (run / "adapter").exists() and not (run / "metrics.json").exists()
@@ -116,6 +96,6 @@ def test_diverged_language_model_raises_before_saving(tmp_path):
         "callbacks=none",
     )
     with pytest.raises(NonFiniteError, match="training diverged"):  # today: exit 0, val/loss nan, a NaN adapter
-        _run(tmp_path, "model=tiny_llama", "task=chatterbot", "method=full", "lr=1e6", *fast)
-    assert _strict_json(tmp_path / "status.json")["status"] == "failed"
+        run_composed(tmp_path, "model=tiny_llama", "task=chatterbot", "method=full", "lr=1e6", *fast)
+    assert strict_json(tmp_path / "status.json")["status"] == "failed"
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "metrics.json").exists()

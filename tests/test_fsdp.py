@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import TinyMLP
 
 from loldu.methods import apply_method
+from loldu.models.tiny import TinyMLP
 
 
 def _spec(method: str) -> dict:

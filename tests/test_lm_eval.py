@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from loldu.eval import lm, lm_tasks
+from loldu.eval.lm import cli as lm
+from loldu.eval.lm import tasks as lm_tasks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -65,7 +66,7 @@ def no_lm_eval_run(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("lm-eval was started although the inputs are bad")
 
-    monkeypatch.setattr(lm, "_make_lm", refuse)
+    monkeypatch.setattr(lm, "make_lm", refuse)
     monkeypatch.setattr(lm_eval, "simple_evaluate", refuse, raising=False)
 
 
@@ -85,7 +86,7 @@ def test_cli_runs_local_tasks_from_any_directory(run_dir, tmp_path, monkeypatch,
     assert settings["limit"] == 8
     assert settings["samples"]["loldu_local_mc"] == {"original": 20, "effective": 8}
     assert settings["model_dir"] == str(run_dir / "merged")
-    assert settings["lm_eval_version"] == lm._version("lm_eval") and settings["lm_eval_version"]
+    assert settings["lm_eval_version"] == lm.package_version("lm_eval") and settings["lm_eval_version"]
     table = capsys.readouterr().out
     assert "loldu_local_mc" in table and "acc" in table
 
@@ -148,7 +149,7 @@ def test_code_execution_flag_reaches_lm_eval(run_dir, tmp_path, suite_registry, 
         return {"results": {"humaneval": row}, "n-shot": {"humaneval": 0}, "n-samples": {}}
 
     monkeypatch.delenv("HF_ALLOW_CODE_EVAL", raising=False)
-    monkeypatch.setattr(lm, "_make_lm", lambda *args, **kwargs: "the model")
+    monkeypatch.setattr(lm, "make_lm", lambda *args, **kwargs: "the model")
     monkeypatch.setattr(lm_eval, "simple_evaluate", fake_evaluate, raising=False)
     out = tmp_path / "bench.json"
     summary = lm.run_benchmarks(run_dir / "merged", {"humaneval": 0}, allow_code_execution=True, output=out)

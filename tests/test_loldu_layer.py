@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import TinyMLP, build, output
+from helpers import build, output
 from peft import PeftModel, get_peft_model
 from torch import nn
 
@@ -20,6 +20,7 @@ from loldu.methods import (
     optimizer_param_groups,
 )
 from loldu.methods.diagonal import INITS
+from loldu.models.tiny import TinyMLP
 
 
 def _layer(config, out_f=20, in_f=14, dtype=torch.float64, seed=0):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loldu.methods import _lu, decompose
+from loldu.methods.decompose import factors as decompose
+from loldu.methods.decompose import lu as lu_kernels
 from loldu.methods.decompose import lu_factors
 
 
@@ -37,7 +38,7 @@ def _forbid(monkeypatch, name):
     def fail(*args, **kwargs):
         raise AssertionError(f"{name} should not run here")
 
-    monkeypatch.setattr(_lu, name, fail)
+    monkeypatch.setattr(lu_kernels, name, fail)
 
 
 def test_full_rank_weight_takes_the_lapack_path(monkeypatch):
@@ -56,10 +57,10 @@ def test_full_rank_weight_takes_the_lapack_path(monkeypatch):
 def test_zero_pivot_takes_the_exact_fallback_path(monkeypatch):
     w = _rank_deficient()
     tol = float(w.abs().max()) * 6 * torch.finfo(w.dtype).eps
-    assert _lu.lapack_search(w, 5, tol) is None, "LAPACK meets the zero column: it must give up"
+    assert lu_kernels.lapack_search(w, 5, tol) is None, "LAPACK meets the zero column: it must give up"
     calls = []
-    real = _lu.crout_search
-    monkeypatch.setattr(_lu, "crout_search", lambda *a: calls.append(1) or real(*a))
+    real = lu_kernels.crout_search
+    monkeypatch.setattr(lu_kernels, "crout_search", lambda *a: calls.append(1) or real(*a))
     f = lu_factors(w, 5, dtype=torch.float64)
     assert calls == [1]
     torch.testing.assert_close(_product(f), w, rtol=0, atol=1e-12)
@@ -113,8 +114,8 @@ def test_blocked_rebuild_matches_the_exact_elimination(block):
     w = torch.randn(45, 38, dtype=torch.float64)
     w[:, 10] = w[:, 3] * 2  # a column dependent on an earlier one: a zero pivot within a block
     tol = float(w.abs().max()) * 45 * torch.finfo(w.dtype).eps
-    lo, d, up, rows, cols = _lu.crout_search(w, 38, tol)
-    lo2, d2, up2 = _lu.lu_from_order(w[rows][:, cols].clone(), 38, tol, block=block)
+    lo, d, up, rows, cols = lu_kernels.crout_search(w, 38, tol)
+    lo2, d2, up2 = lu_kernels.lu_from_order(w[rows][:, cols].clone(), 38, tol, block=block)
     torch.testing.assert_close(d2, d, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(lo2, lo, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(up2, up, rtol=1e-9, atol=1e-9)

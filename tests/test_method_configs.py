@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import build
+from helpers import build
 from omegaconf import OmegaConf
 
 from loldu.methods import METHODS, MethodEntry, apply_method, get_method, register_method

@@ -18,8 +18,8 @@ from omegaconf import open_dict
 
 import loldu.config  # noqa: F401
 from loldu.data import ImageClassificationDataModule, TextClassificationDataModule
+from loldu.run import train
 from loldu.tasks import get_family
-from loldu.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -123,7 +123,7 @@ def test_text_csv_infers_num_labels_and_saves_label_names_in_the_merged_model(tm
     _train(out, "model=tiny_bert", "task=text_csv", f"task.data.source_args.train={data}", "save_merged=true")
     names = {"0": "health", "1": "markets", "2": "sport"}
     assert json.loads((out / "labels.json").read_text()) == names
-    from loldu.runs import load_run
+    from loldu.run.finished import load_run
 
     assert load_run(out)[1].model.config.num_labels == 3  # the run folder rebuilds with the inferred count
     merged = AutoModelForSequenceClassification.from_pretrained(out / "merged")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyMLP, tiny_llama
 from peft import PeftModel, get_peft_model
 
 from loldu.methods import LoLDUConfig, SVFitConfig
 from loldu.methods.diagonal import DiagonalLayer
+from loldu.models.tiny import TinyMLP, tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIGS = {"loldu": LoLDUConfig, "svfit": SVFitConfig}

@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from conftest import TinyMLP
 from peft import PeftConfig, PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
@@ -15,6 +14,7 @@ from peft.utils.peft_types import PeftType
 
 from loldu.methods import LoLDUConfig, LoLDUModel, SVFitConfig, SVFitModel
 from loldu.methods.peft_registry import PEFT_VERSION_TESTED, peft_type, register_with_peft
+from loldu.models.tiny import TinyMLP
 
 
 def test_peft_is_the_pinned_version():
@@ -112,7 +112,7 @@ def test_saved_file_holds_only_small_tensors(tmp_path):
 def test_peft_merge_fails_for_vera_with_a_kept_roberta_head_and_ours_does_not():
     # Known PEFT 0.21.2 limitation that merge_method works around; if this starts
     # passing in PEFT, merge_method can defer to merge_and_unload for VeRA/FourierFT.
-    from conftest import build, output
+    from helpers import build, output
 
     from loldu.methods import apply_method, merge_method
 

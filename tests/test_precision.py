@@ -6,12 +6,13 @@ import copy
 
 import pytest
 import torch
-from conftest import TinyMLP, build, output
+from helpers import build, output
 from peft import get_peft_model
 from torch import nn
 
 from loldu.methods import LoLDUConfig, LoLDULayer, SVFitConfig, apply_method
 from loldu.methods.diagonal import DiagonalLayer
+from loldu.models.tiny import TinyMLP
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-import loldu.logs
-from loldu.logs import HARMLESS_WARNINGS, quiet
+import loldu.methods.progress
 from loldu.methods import apply_method
 from loldu.models.tiny import tiny_bert
+from loldu.run.logs import HARMLESS_WARNINGS, quiet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_train_log_holds_the_end_of_run_summary(cli_run):
     for line in ("test/acc = ", "adapter parameters = ", "trainable parameters incl. head = ", f"outputs: {out}"):
         assert line in log, f"{line!r} missing from train.log:\n{log}"
         assert stdout.count(line) == 1, f"{line!r} should show once on the console:\n{stdout}"
-    assert "[loldu.train][INFO]" in log  # through the project's logger, with time and level in the file
+    assert "[loldu.run.skeleton][INFO]" in log  # through the project's logger, with time and level in the file
 
 
 def test_console_shows_lightning_lines_once_without_known_harmless_warnings(cli_run):
@@ -81,7 +81,7 @@ def test_quiet_keeps_the_project_messages_at_info(caplog):
     quiet()
     quiet()  # a second call adds nothing
     with caplog.at_level(logging.INFO):
-        logging.getLogger("loldu.train").info("the summary")
+        logging.getLogger("loldu.run.skeleton").info("the summary")
     assert [r.getMessage() for r in caplog.records] == ["the summary"]
     assert logging.getLogger("loldu").getEffectiveLevel() <= logging.INFO
 
@@ -104,7 +104,7 @@ def test_remaining_warnings_land_in_the_run_log_too(tmp_path):
 
 @pytest.fixture
 def bars_at_once(monkeypatch):
-    monkeypatch.setattr(loldu.logs, "_PROGRESS_DELAY_S", 0.0)  # tests are quick: show bars from the start
+    monkeypatch.setattr(loldu.methods.progress, "DELAY_S", 0.0)  # tests are quick: show bars from the start
 
 
 def test_apply_method_shows_a_bar_over_the_layers_it_adapts(bars_at_once, capsys):

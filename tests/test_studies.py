@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loldu.report_runs import collect
+from loldu.sweeps.runs import collect
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "experiments"
@@ -52,8 +52,8 @@ def test_method_comparison_summary_is_what_the_runs_give():
 
 
 def test_seeds_ran_at_the_lr_validation_chose():
-    from loldu.report_runs import swept_keys, value
-    from loldu.report_tune import tune
+    from loldu.sweeps.runs import swept_keys, value
+    from loldu.sweeps.tune import tune
 
     folders = [*(COMPARISON / "runs").glob("*/*"), *(COMPARISON / "runs_longer").glob("*")]
     methods = sorted(p for p in folders if (p / "seeds").is_dir())

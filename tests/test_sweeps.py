@@ -67,6 +67,6 @@ def test_sweep_with_ranks_that_do_not_fit_is_refused_before_any_job(tmp_path, ar
 
 
 def test_sweep_dashboard_and_report_modules_import_no_torch():
-    code = "import sys, loldu.sweeps, loldu.dashboard, loldu.report; print('torch' in sys.modules)"
+    code = "import sys, loldu.sweeps, loldu.run.tracking, loldu.sweeps.report; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=ENV)
     assert out.stdout.strip().splitlines()[-1] == "False"

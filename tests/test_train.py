@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
+from helpers import ROOT, run_composed
 
 import loldu.config  # noqa: F401
-from loldu.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(tmp_path: Path, *overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["debug=fast", f"output_dir={tmp_path}", *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]  # as under @hydra.main, which passes the job config only
-        result = train(cfg)
-    GlobalHydra.instance().clear()
-    return result, json.loads((tmp_path / "metrics.json").read_text())
 
 
 @pytest.mark.parametrize(
@@ -42,7 +22,7 @@ def _run(tmp_path: Path, *overrides: str):
     ],
 )
 def test_smoke_run_each_task_family(tmp_path, overrides, metric):
-    monitored, metrics = _run(tmp_path, *overrides, "logger=csv")
+    monitored, metrics = run_composed(tmp_path, *overrides, "logger=csv")
     assert monitored is not None
     assert metric in metrics["test"]
     assert metrics["params"]["trainable"] > 0
@@ -51,7 +31,7 @@ def test_smoke_run_each_task_family(tmp_path, overrides, metric):
 
 
 def test_merged_model_loads_without_this_package(tmp_path):
-    _run(tmp_path, "model=tiny_bert", "method=vera", "save_merged=true", "logger=none", "callbacks=none")
+    run_composed(tmp_path, "model=tiny_bert", "method=vera", "save_merged=true", "logger=none", "callbacks=none")
     code = (
         "import sys, transformers; m = transformers.AutoModelForSequenceClassification.from_pretrained(sys.argv[1]); "
         "assert not any('vera' in n for n, _ in m.named_parameters()); print(type(m).__name__)"
@@ -64,13 +44,13 @@ def test_merged_model_loads_without_this_package(tmp_path):
 def test_wandb_runs_offline_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    _run(tmp_path, "model=tiny_bert", "logger=wandb", "callbacks=none")
+    run_composed(tmp_path, "model=tiny_bert", "logger=wandb", "callbacks=none")
     assert list((tmp_path / "wandb").glob("offline-run-*")), "an offline W&B run folder to `wandb sync` later"
 
 
 def test_missing_data_file_fails_before_training(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        _run(tmp_path, "model=tiny_bert", "task=text_csv", "task.data.source_args.train=nope.csv")
+        run_composed(tmp_path, "model=tiny_bert", "task=text_csv", "task.data.source_args.train=nope.csv")
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -78,7 +58,7 @@ def test_wrong_label_count_is_refused(tmp_path):
     csv = tmp_path / "train.csv"
     csv.write_text("text,label\n" + "".join(f"text number {i},{'abc'[i % 3]}\n" for i in range(60)))
     with pytest.raises(ValueError, match=r"task.num_labels=2 but .* has 3 labels.*set task.num_labels=3"):
-        _run(
+        run_composed(
             tmp_path / "run",
             "model=tiny_bert",
             "task=text_csv",
@@ -105,7 +85,7 @@ def test_multirun_sweep_and_report(tmp_path):
     runs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
     assert runs == ["0", "1"]
     rep = subprocess.run(
-        [sys.executable, "-m", "loldu.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "loldu.sweeps.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
     )
     assert rep.returncode == 0, rep.stderr[-3000:]
     table = (tmp_path / "report.md").read_text()
@@ -166,7 +146,9 @@ def test_paper_vit_from_a_local_folder_runs(tmp_path):
     config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, image_size=32)
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    _, metrics = _run(tmp_path / "run", "model=vit", "task=digits", f"model.builder.name_or_path={folder}", "rank=16")
+    _, metrics = run_composed(
+        tmp_path / "run", "model=vit", "task=digits", f"model.builder.name_or_path={folder}", "rank=16"
+    )
     assert metrics["model"] == "vit_base" and metrics["task"] == "digits" and "test/acc" in metrics["test"]
     assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r + sigma)
 
@@ -174,7 +156,7 @@ def test_paper_vit_from_a_local_folder_runs(tmp_path):
 def test_no_logger_with_the_default_callbacks_and_step_time_in_metrics(tmp_path):
     """logger=none keeps the default callbacks (Lightning refuses its lr monitor without a logger: it is dropped),
     and metrics.json records the median training step time the method comparison tabulates."""
-    _, metrics = _run(tmp_path, "model=tiny_bert", "method=loldu", "logger=none", "head_lr=0.05")
+    _, metrics = run_composed(tmp_path, "model=tiny_bert", "method=loldu", "logger=none", "head_lr=0.05")
     assert metrics["head_lr"] == 0.05
     perf = metrics["perf"]
     assert perf["steps"] >= 1 and 0 < perf["step_time_s"] < metrics["wall_time_s"]

@@ -9,10 +9,10 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from helpers import ROOT, run_composed
 from PIL import Image
-from test_train import ROOT, _run
 
-from loldu.runs import ensure_merged, load_run
+from loldu.run.finished import ensure_merged, load_run
 
 
 @contextmanager
@@ -38,7 +38,7 @@ def _wandb_media(out, kind: str) -> list:
 def lm_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lm_run")
     with _wandb_offline():
-        monitored, metrics = _run(
+        monitored, metrics = run_composed(
             out,
             "model=tiny_llama",
             "task=chatterbot",
@@ -85,7 +85,7 @@ def test_finished_lm_run_reloads_and_merges(lm_run):
 def sd_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sd_run")
     with _wandb_offline():
-        _, metrics = _run(
+        _, metrics = run_composed(
             out,
             "model=tiny_sd",
             "task=dreambooth_animal",
@@ -135,7 +135,7 @@ def test_bad_instruction_file_is_refused_before_training(tmp_path):
     data.write_text(json.dumps([{"instruction": "Say hi", "output": "hi"}, {"instruction": "Say bye"}]))
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="(?s)data.json.*output"):
-        _run(out, "model=tiny_llama", "task=instruction_json", f"task.data.source_args.path={data}")
+        run_composed(out, "model=tiny_llama", "task=instruction_json", f"task.data.source_args.path={data}")
     assert not (out / "adapter").exists() and not (out / "metrics.json").exists()
 
 
@@ -144,7 +144,7 @@ def test_empty_instance_folder_is_refused_before_training(tmp_path):
     folder.mkdir()
     out = tmp_path / "run"
     with pytest.raises((ValueError, FileNotFoundError), match="no image"):
-        _run(out, "model=tiny_sd", "task=dreambooth", f"task.data.instance_dir={folder}")
+        run_composed(out, "model=tiny_sd", "task=dreambooth", f"task.data.instance_dir={folder}")
     assert not (out / "adapter").exists()
 
 
@@ -152,7 +152,7 @@ def test_sample_prompt_over_the_text_encoder_length_is_refused(tmp_path):
     long = "a photo of sks cat " + "very " * 40
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="token"):
-        _run(out, "model=tiny_sd", "task=dreambooth_animal", f"task.samples.prompts=[{long}]")
+        run_composed(out, "model=tiny_sd", "task=dreambooth_animal", f"task.samples.prompts=[{long}]")
     assert not (out / "adapter").exists()
 
 
@@ -171,7 +171,7 @@ def test_concept_metrics_command_on_the_run_folder(sd_run):
 def test_prior_preservation_generates_class_images_then_trains_on_both(tmp_path):
     class_dir = tmp_path / "class_images"
     out = tmp_path / "run"
-    _, metrics = _run(
+    _, metrics = run_composed(
         out,
         "model=tiny_sd",
         "task=dreambooth_animal",
@@ -217,7 +217,7 @@ def test_exported_lora_loads_with_diffusers_pipeline_loader(sd_run):
 
 
 def test_report_shows_losses_and_evaluation_scores_of_generative_runs(tmp_path):
-    from loldu.report import main as report
+    from loldu.sweeps.report import main as report
 
     params = {"adapter": 10, "trainable": 10}
     lm, sd = tmp_path / "lm", tmp_path / "sd"

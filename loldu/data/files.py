@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .base import encode_labels, image_dataset, text_dataset
-from .packaged import INSTRUCTION_FEATURES
-from .tables import delimiter_hint, read_table
+from loldu.data.base import encode_labels, image_dataset, text_dataset
+from loldu.data.packaged import INSTRUCTION_FEATURES
+from loldu.data.tables import delimiter_hint, read_table
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 FIELDS_HELP = (

@@ -11,7 +11,7 @@ from typing import Any
 
 from datasets import ClassLabel, DatasetDict
 
-from .base import encode_labels, text_dataset
+from loldu.data.base import encode_labels, text_dataset
 
 # task -> (text columns, label names; None for regression). Test labels are hidden, so GLUE's official validation
 # split is the test set here and validation is carved from train.
@@ -257,7 +257,7 @@ def alpaca_hub(dataset: str = "yahma/alpaca-cleaned", split: str = "train", revi
     """
     from datasets import Dataset
 
-    from .packaged import INSTRUCTION_FEATURES
+    from loldu.data.packaged import INSTRUCTION_FEATURES
 
     try:
         loaded = load_hub_dataset(dataset, None, {"revision": revision} if revision else None)

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from .files import imagefolder
-from .hub import hub_image
-from .module import LabelledDataModule
-from .packaged import ANIMAL_NAMES, animal_mnist, digits
-from .splits import check_size
+from loldu.data.files import imagefolder
+from loldu.data.hub import hub_image
+from loldu.data.module import LabelledDataModule
+from loldu.data.packaged import ANIMAL_NAMES, animal_mnist, digits
+from loldu.data.splits import check_size
 
 IMAGE_SOURCES: dict[str, Callable[..., Any]] = {
     "animal_mnist": animal_mnist,

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .files import instruction_json
-from .hub import alpaca_hub
-from .module import SplitDataModule
-from .packaged import chatterbot
-from .prompts import IGNORE_INDEX, check_template, eos_id, format_prompt, tokenize_examples
-from .splits import check_size, group_units
+from loldu.data.files import instruction_json
+from loldu.data.hub import alpaca_hub
+from loldu.data.module import SplitDataModule
+from loldu.data.packaged import chatterbot
+from loldu.data.prompts import IGNORE_INDEX, check_template, eos_id, format_prompt, tokenize_examples
+from loldu.data.splits import check_size, group_units
 
 __all__ = [
     "INSTRUCTION_SOURCES",

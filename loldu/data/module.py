@@ -16,8 +16,8 @@ import torch
 from datasets import ClassLabel, Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
-from .base import SPLITS, call_source, check_source_args
-from .splits import (
+from loldu.data.base import SPLITS, call_source, check_source_args
+from loldu.data.splits import (
     MIN_SPLIT_SIZE,
     check_classes,
     check_count,

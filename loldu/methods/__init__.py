@@ -6,22 +6,23 @@ SVFit with PEFT, so ``peft.get_peft_model(model, LoLDUConfig(...))`` works, and
 every method in :data:`METHODS`, the table :func:`apply_method` reads.
 """
 
-from . import loldu, svfit  # noqa: F401  (importing a method registers it; .apply imports the baselines)
-from .apply import (
+from loldu.methods import loldu, svfit  # noqa: F401  (importing a method registers it; .apply imports the baselines)
+from loldu.methods.apply import (
     MethodSpec,
     apply_method,
+    check_spec,
     check_targets,
     count_parameters,
     frozen_buffer_count,
     optimizer_param_groups,
 )
-from .decompose import Factors, fingerprint, lu_factors, svd_factors
-from .export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
-from .io import load_adapter, merge_method, save_adapter
-from .loldu import LoLDUConfig, LoLDULayer, LoLDUModel
-from .registry import METHODS, MethodEntry, get_method, register_method
-from .state import adapter_state_dict
-from .svfit import SVFitConfig, SVFitLayer, SVFitModel
+from loldu.methods.decompose import Factors, fingerprint, lu_factors, svd_factors
+from loldu.methods.files.adapter import load_adapter, merge_method, save_adapter
+from loldu.methods.files.export import diagonal_to_lora, save_as_diffusers_lora, save_as_peft_lora
+from loldu.methods.loldu import LoLDUConfig, LoLDULayer, LoLDUModel
+from loldu.methods.registry import METHODS, MethodEntry, get_method, register_method
+from loldu.methods.state import adapter_state_dict
+from loldu.methods.svfit import SVFitConfig, SVFitLayer, SVFitModel
 
 __all__ = [
     "METHODS",
@@ -36,6 +37,7 @@ __all__ = [
     "SVFitModel",
     "adapter_state_dict",
     "apply_method",
+    "check_spec",
     "check_targets",
     "count_parameters",
     "diagonal_to_lora",

@@ -9,6 +9,7 @@ parameters including heads separately.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -18,9 +19,9 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.nn.modules.module import register_module_module_registration_hook
 
-from .baselines import in_head as _in_head
-from .diagonal import DiagonalLayer
-from .registry import get_method
+from loldu.methods.baselines import in_head
+from loldu.methods.diagonal import DiagonalLayer
+from loldu.methods.registry import get_method
 
 
 @dataclass
@@ -72,6 +73,44 @@ class MethodInfo:
     base_fingerprints: dict[str, list[float]] | None = None
 
 
+# Config-class fields that are PEFT's bookkeeping or set from the spec's other keys (r, alpha, targets, heads).
+NOT_OPTIONS = frozenset({
+    "peft_type", "auto_mapping", "base_model_name_or_path", "revision", "task_type", "inference_mode",
+    "peft_version", "r", "alpha", "lora_alpha", "target_modules", "modules_to_save", "n_frequency", "scaling",
+})  # fmt: skip
+
+
+def check_spec(spec: MethodSpec | Mapping) -> None:
+    """Refuse options the method's config class does not have, and values it refuses (e.g. ``init=foo``), by
+    building that config: no model needed, so a run checks its method before any model loads.
+
+    Raises:
+        ValueError: an unknown option with the closest field, or the config class's own complaint.
+    """
+    spec = spec if isinstance(spec, MethodSpec) else MethodSpec.from_mapping(spec)
+    entry = get_method(spec.name)
+    fields_ = entry.defaults()
+    for key in spec.options:
+        if key not in fields_:
+            close = difflib.get_close_matches(key, list(fields_), n=1, cutoff=0.6)
+            hint = f"did you mean method.options.{close[0]}? " if close else ""
+            known = ", ".join(sorted(set(fields_) - NOT_OPTIONS))
+            listed = f"its options are {known}" if known else "it takes no options (drop method.options)"
+            raise ValueError(f"{entry.name} has no option {key!r}: {hint}{listed}")
+    if not entry.is_peft:
+        return
+    try:
+        entry.peft_config(
+            spec.r,
+            spec.alpha,
+            spec.options,
+            target_modules=spec.target_modules,
+            modules_to_save=spec.head_modules or None,
+        )
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"method={entry.name}: {err}") from err
+
+
 def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
     """Apply a fine-tuning method to ``model``.
 
@@ -116,13 +155,13 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
 def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
     """Within it, a progress bar over the layers PEFT puts in place (LoLDU/SVFit/PiSSA factorise each one as it
     goes): :func:`apply_method` and :func:`~loldu.methods.load_adapter` inject under it. The bar shows only when
-    injection runs longer than a few seconds (:func:`loldu.logs.progress`), e.g. ViT-base at full rank.
+    injection runs longer than a few seconds (:func:`loldu.run.logs.progress`), e.g. ViT-base at full rank.
 
     Args:
         model: the plain model about to be adapted (its matching Linear layers give the bar's total).
         spec: the method spec (its name labels the bar; its target modules give the total where listed).
     """
-    from loldu.logs import progress
+    from loldu.methods.progress import progress
 
     targets = spec.target_modules
     total = None
@@ -145,7 +184,7 @@ def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
 
 def base_info(model: nn.Module, spec: MethodSpec) -> MethodInfo:
     """What :func:`apply_method` records about the plain ``model`` before changing it."""
-    from .integrity import linear_fingerprints
+    from loldu.methods.files.integrity import linear_fingerprints
 
     shapes = {n: list(p.shape) for n, p in model.named_parameters()}
     info = MethodInfo(spec=spec, base_params=sum(p.numel() for p in model.parameters()), base_shapes=shapes)
@@ -213,7 +252,7 @@ def count_parameters(model: nn.Module) -> dict[str, int | float]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if _in_head(name, heads):
+        if in_head(name, heads):
             head += p.numel()
         else:
             adapter += p.numel()
@@ -245,7 +284,7 @@ def optimizer_param_groups(
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if heads and _in_head(name, heads):
+        if heads and in_head(name, heads):
             head.append(p)
         else:
             (no_decay if id(p) in diagonal and not decay_diagonal else decay).append(p)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from peft import FourierFTConfig, LoraConfig, VeraConfig
 from torch import nn
 
-from .registry import MethodEntry, register_method
-from .state import full_state
+from loldu.methods.registry import MethodEntry, register_method
+from loldu.methods.state import full_state
 
 
 def in_head(param_name: str, heads) -> bool:

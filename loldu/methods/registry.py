@@ -9,8 +9,8 @@ the method's config class; a spec leaves a value unset (None) to take it, and
 Adding a PEFT-shaped method ``foo``: a package ``loldu/methods/foo/`` with ``config.py`` (the config dataclass;
 ``FOO = peft_type("FOO")`` from :mod:`.peft_registry`), ``layer.py``, ``model.py`` and an ``__init__`` that calls
 ``register_with_peft(FOO, FooConfig, FooModel)`` and ``register_method(MethodEntry("foo", FooConfig, ...))``; one
-line ``from . import foo`` in ``loldu/methods/__init__.py``; and ``conf/method/foo.yaml``. Its checkpoint state is
-what its layer declares (``adapter_layer_names``, ``other_param_names``), see :mod:`.state`.
+line ``from loldu.methods import foo`` in ``loldu/methods/__init__.py``; and ``conf/method/foo.yaml``. Its
+checkpoint state is what its layer declares (``adapter_layer_names``, ``other_param_names``), see :mod:`.state`.
 """
 
 from __future__ import annotations

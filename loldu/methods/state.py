@@ -8,7 +8,7 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 
-from .registry import get_method
+from loldu.methods.registry import get_method
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

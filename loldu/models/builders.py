@@ -56,7 +56,7 @@ def _resolve(name_or_path: str | None, package: str | None) -> str:
     return name_or_path
 
 
-def _hub_error(name: str, err: Exception, key: str = "model.builder.name_or_path") -> RuntimeError:
+def hub_error(name: str, err: Exception, key: str = "model.builder.name_or_path") -> RuntimeError:
     """The error of a model that could not be loaded, naming the override that points at a local copy and the
     switch that makes a missing model fail at once instead of after a minute of retries.
 
@@ -74,7 +74,7 @@ def _hub_error(name: str, err: Exception, key: str = "model.builder.name_or_path
     )
 
 
-def _problem_type(num_labels: int) -> str:
+def problem_type(num_labels: int) -> str:
     return "regression" if num_labels == 1 else "single_label_classification"
 
 
@@ -90,12 +90,12 @@ def hf_text_classifier(
         model = AutoModelForSequenceClassification.from_pretrained(
             where,
             num_labels=num_labels,
-            problem_type=_problem_type(num_labels),
-            dtype=_dtype(dtype),
+            problem_type=problem_type(num_labels),
+            dtype=torch_dtype_or_none(dtype),
             ignore_mismatched_sizes=True,
         )
     except OSError as err:
-        raise _hub_error(where, err) from err
+        raise hub_error(where, err) from err
     return ModelBundle(model=model, family="text", tokenizer=tokenizer)
 
 
@@ -105,11 +105,11 @@ def hf_image_classifier(num_labels: int, name_or_path: str, dtype: str | None = 
 
     try:
         model = AutoModelForImageClassification.from_pretrained(
-            name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, dtype=_dtype(dtype)
+            name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, dtype=torch_dtype_or_none(dtype)
         )
         processor = AutoImageProcessor.from_pretrained(name_or_path)
     except OSError as err:
-        raise _hub_error(name_or_path, err) from err
+        raise hub_error(name_or_path, err) from err
     size = model.config.image_size
     return ModelBundle(
         model=model,
@@ -144,7 +144,7 @@ def timm_classifier(num_labels: int, model_name: str, pretrained: bool = True) -
     try:
         model = timm.create_model(model_name, pretrained=pretrained, num_classes=num_labels)
     except Exception as err:  # timm raises several types for a failed download
-        raise _hub_error(model_name, err, "model.builder.model_name") from err
+        raise hub_error(model_name, err, "model.builder.model_name") from err
     cfg = model.pretrained_cfg
     return ModelBundle(
         model=TimmClassifier(model),
@@ -155,5 +155,6 @@ def timm_classifier(num_labels: int, model_name: str, pretrained: bool = True) -
     )
 
 
-def _dtype(name: str | None):
+def torch_dtype_or_none(name: str | None):
+    """The torch dtype named ``name`` (``bfloat16``...), or None for the model's own."""
     return getattr(torch, name) if name else None

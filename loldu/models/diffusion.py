@@ -180,7 +180,8 @@ def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return value
 
 
-def _freeze(module: nn.Module) -> nn.Module:
+def freeze(module: nn.Module) -> nn.Module:
+    """``module`` frozen (no gradients) and in eval mode: the parts of a pipeline no method adapts."""
     module.requires_grad_(False)
     return module.eval()
 
@@ -252,8 +253,8 @@ def sd_pipeline(
         raise _load_error("vae", vae or name_or_path, err) from err
     return DiffusionBundle(
         unet=parts["unet"],
-        vae=_freeze(parts["vae"]),
-        text_encoder=_freeze(parts["text_encoder"]),
+        vae=freeze(parts["vae"]),
+        text_encoder=freeze(parts["text_encoder"]),
         tokenizer=parts["tokenizer"],
         noise_scheduler=parts["scheduler"],
         resolution=resolution,

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import TaskFamily
+    from loldu.tasks.base import TaskFamily
 
 # task.family -> the module under loldu/tasks/ whose FAMILY runs it (text and image share classification).
 FAMILIES = {

@@ -1,4 +1,4 @@
-"""The contract between the run skeleton (:func:`loldu.train.train`) and a task family.
+"""The contract between the run skeleton (:func:`loldu.run.train`) and a task family.
 
 The skeleton reads and checks the data (:meth:`TaskFamily.check_data`, the data module of ``cfg.task.data``), builds
 the model bundle from ``cfg.model.builder``, attaches its parts to the data module (:meth:`TaskFamily.prepare`,
@@ -22,10 +22,8 @@ def stage_metrics(metrics: dict, prefix: str) -> dict[str, float]:
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The best epoch's checkpoint when a checkpoint callback saved one (what to test), else None (the last
-    weights). The resumable checkpoint (``last.ckpt``) is not a best one."""
-    from loldu.checkpointing import ResumableCheckpoint
-
-    best = [cb for cb in trainer.checkpoint_callbacks if not isinstance(cb, ResumableCheckpoint)]
+    weights). A checkpoint callback with ``resumable = True`` (the run's ``last.ckpt``) is not a best one."""
+    best = [cb for cb in trainer.checkpoint_callbacks if not getattr(cb, "resumable", False)]
     return best[0].best_model_path or None if best else None
 
 
@@ -34,14 +32,14 @@ class TaskFamily:
 
     Attributes:
         adapted: the bundle attribute holding the model the method adapts (``model``; a diffusion run's ``unet``).
-        merged_subdir: where :func:`loldu.runs.save_merged` writes inside ``merged/`` ("" for ``merged/`` itself).
+        merged_subdir: where :func:`loldu.run.exports.save_merged` writes inside ``merged/`` ("": ``merged/``).
     """
 
     adapted = "model"
     merged_subdir = ""
 
     def base_model(self, bundle: Any) -> Any:
-        """The model of ``bundle`` that the method adapts (:func:`loldu.runs.load_run` uses it too)."""
+        """The model of ``bundle`` that the method adapts (:func:`loldu.run.finished.load_run` uses it too)."""
         return getattr(bundle, self.adapted)
 
     def data_kwargs(self, bundle: Any) -> dict:
@@ -84,27 +82,14 @@ class TaskFamily:
     ) -> dict:
         """Train (and test); returns this family's part of ``metrics.json``.
 
-        ``ckpt_path``: the resumable checkpoint to continue from (``resume=``; :mod:`loldu.resume`), passed to
+        ``ckpt_path``: the resumable checkpoint to continue from (``resume=``; :mod:`loldu.run.resume`), passed to
         ``trainer.fit``; None starts from the beginning.
         """
         raise NotImplementedError
 
-    def export(self, cfg: DictConfig, model: Any, bundle: Any, out: Path) -> None:
-        """Write ``adapter/``, this family's :meth:`extra_exports`, and, with ``save_merged``, ``merged/`` (the
-        folders appear complete or not at all: :func:`loldu.rundir.atomic_dir`)."""
-        from loldu.methods import save_adapter
-        from loldu.rundir import atomic_dir
-        from loldu.runs import save_merged
-
-        with atomic_dir(out / "adapter") as tmp:  # written as adapter.tmp-<pid>-<random>, then renamed
-            save_adapter(model, tmp)
-        self.extra_exports(cfg, model, out)
-        if cfg.save_merged:  # last: merging folds the method into the model in place
-            with atomic_dir(out / "merged") as tmp:
-                save_merged(model, cfg.task.family, tmp, getattr(bundle, "tokenizer", None))
-
     def extra_exports(self, cfg: DictConfig, model: Any, out: Path) -> None:
-        """Other files the family writes from the trained (unmerged) model; none by default."""
+        """Other files the family writes from the trained (unmerged) model, after ``adapter/`` and before the merge
+        (:func:`loldu.run.exports.export_run`); none by default."""
 
     def monitored(self, cfg: DictConfig, metrics: dict) -> float | None:
         """The value a sweep optimises (``train.py`` returns it)."""

@@ -1,18 +1,20 @@
 """Instruction tuning of causal language models: masked next-token loss, validation loss and perplexity,
-and generations for fixed prompts at every validation (:class:`~loldu.callbacks.GenerationLogger`).
+and generations for fixed prompts at every validation (:class:`GenerationLogger`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from .base import TaskFamily, best_checkpoint, stage_metrics
-from .common import FineTuneModule
+from loldu.tasks.base import TaskFamily, best_checkpoint, stage_metrics
+from loldu.tasks.common import FineTuneModule, loggers_with
 
 IGNORE_INDEX = -100
 
@@ -104,15 +106,11 @@ class CausalLMFamily(TaskFamily):
         return CausalLMModule(model=model, **optim)
 
     def callbacks(self, cfg: DictConfig, bundle: Any, datamodule: Any, out: Path) -> list:
-        from loldu.callbacks import GenerationLogger
-
         gen = cfg.task.generation
         examples = datamodule.generation_examples(gen.num_prompts) if gen.num_prompts else []
         return [GenerationLogger(bundle.tokenizer, examples, gen.max_new_tokens, datamodule.add_special_tokens, out)]
 
     def fit(self, cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> dict:
-        from loldu.callbacks import GenerationLogger
-
         generations = next(cb for cb in trainer.callbacks if isinstance(cb, GenerationLogger))
         before, generations_before = {}, []
         if cfg.task.validate_before:
@@ -144,3 +142,76 @@ class CausalLMFamily(TaskFamily):
 
 
 FAMILY = CausalLMFamily()
+
+
+class GenerationLogger(L.Callback):
+    """Greedy generations for fixed prompts after every validation (not the sanity check).
+
+    Rows ``{step, prompt, generation, reference}`` are appended to ``out_dir/generations.jsonl``, logged to W&B
+    as the table ``val/generations``, and kept in :attr:`last_generations`.
+
+    Args:
+        tokenizer: the model's tokenizer (pads on the left for generation).
+        examples: dicts with ``prompt`` (formatted) and ``reference``.
+        max_new_tokens: generation length.
+        add_special_tokens: tokenize the prompts as training prompts were.
+        out_dir: the run folder (None: no file).
+    """
+
+    COLUMNS = ("step", "prompt", "generation", "reference")
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        examples: list[dict],
+        max_new_tokens: int = 48,
+        add_special_tokens: bool = False,
+        out_dir: str | Path | None = None,
+    ):
+        self.tokenizer = tokenizer
+        self.examples = list(examples)
+        self.max_new_tokens = int(max_new_tokens)
+        self.add_special_tokens = bool(add_special_tokens)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.last_generations: list[dict] = []
+
+    @torch.no_grad()
+    def generate(self, model: torch.nn.Module, prompts: list[str]) -> list[str]:
+        """Greedy continuations of ``prompts`` by ``model`` (special tokens dropped)."""
+        tok = self.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=self.add_special_tokens)
+        finally:
+            tok.padding_side = side
+        enc = enc.to(next(model.parameters()).device)
+        was_training = model.training
+        model.eval()
+        try:
+            out = model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+            )
+        finally:
+            model.train(was_training)
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.examples or trainer.sanity_checking or not trainer.is_global_zero:  # ddp: rank 0 writes
+            return
+        texts = self.generate(pl_module.model, [ex["prompt"] for ex in self.examples])
+        step = int(trainer.global_step)
+        rows = [
+            {"step": step, "prompt": ex["prompt"], "generation": text, "reference": ex.get("reference", "")}
+            for ex, text in zip(self.examples, texts, strict=True)
+        ]
+        self.last_generations = rows
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "generations.jsonl", "a", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        for logger in loggers_with(trainer, "log_table"):
+            data = [[r[c] for c in self.COLUMNS] for r in rows]
+            logger.log_table(key="val/generations", columns=list(self.COLUMNS), data=data)

@@ -17,8 +17,8 @@ import torchmetrics
 from omegaconf import DictConfig
 from torch import nn
 
-from .base import TaskFamily, best_checkpoint, stage_metrics
-from .common import FineTuneModule
+from loldu.tasks.base import TaskFamily, best_checkpoint, stage_metrics
+from loldu.tasks.common import FineTuneModule
 
 METRICS = {
     "acc": lambda n: torchmetrics.Accuracy(task="multiclass", num_classes=n),

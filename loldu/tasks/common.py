@@ -111,3 +111,8 @@ class FineTuneModule(L.LightningModule):
         warmup = s["warmup_steps"] or math.ceil(s["warmup_ratio"] * total)
         scheduler = warmup_schedule(optimizer, s["scheduler"], total, warmup)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def loggers_with(trainer: L.Trainer, method: str) -> list:
+    """The trainer's loggers that offer ``method`` (e.g. W&B's ``log_table``, ``log_image``)."""
+    return [lg for lg in trainer.loggers if hasattr(lg, method)]

@@ -3,7 +3,7 @@
 The VAE and the text encoder are frozen and kept in eval mode; the loss is the DDPM noise-prediction (or
 v-prediction) mean squared error, plus the prior-preservation term when class images are in the batch.
 Sample images for fixed prompts and seeds are rendered at set steps into ``samples/`` and logged to W&B
-(:class:`~loldu.callbacks.SampleGrids`, with :func:`render` and :func:`image_grid` from here).
+(:class:`SampleGrids`, with :func:`render` and :func:`image_grid`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from loldu.logs import progress
-
-from .base import TaskFamily, stage_metrics
-from .common import FineTuneModule
+from loldu.methods.progress import progress
+from loldu.tasks.base import TaskFamily, stage_metrics
+from loldu.tasks.common import FineTuneModule, loggers_with
 
 
 def image_grid(images: list, rows: int, cols: int, labels: list[str] | None = None):
@@ -60,7 +60,7 @@ def render(
         guidance_scale: classifier-free guidance scale.
         resolution: image side in pixels.
         device: where the pipeline runs (seeds its generators).
-        desc: the progress bar's label (:func:`loldu.logs.progress`).
+        desc: the progress bar's label (:func:`loldu.run.logs.progress`).
     """
     device = torch.device(device)
     pairs = [(prompt, seed) for prompt in prompts for seed in seeds]
@@ -163,8 +163,6 @@ class DiffusionFamily(TaskFamily):
         return DiffusionModule(unet=model, bundle=bundle, prior_loss_weight=cfg.task.prior_loss_weight, **optim)
 
     def callbacks(self, cfg: DictConfig, bundle: Any, datamodule: Any, out: Path) -> list:
-        from loldu.callbacks import SampleGrids
-
         s = cfg.task.samples
         sampling = (s.every_n_steps, s.inference_steps, s.guidance_scale, s.sampler)
         return [SampleGrids(bundle, list(s.prompts), list(s.seeds), *sampling, out_dir=out)]
@@ -182,7 +180,7 @@ class DiffusionFamily(TaskFamily):
         }
 
     def extra_exports(self, cfg: DictConfig, model: Any, out: Path) -> None:
-        from loldu.methods.export import save_as_diffusers_lora
+        from loldu.methods.files.export import save_as_diffusers_lora
 
         if cfg.task.export_lora and cfg.method.name in ("loldu", "svfit"):
             save_as_diffusers_lora(model, out / "lora")
@@ -195,3 +193,101 @@ class DiffusionFamily(TaskFamily):
 
 
 FAMILY = DiffusionFamily()
+
+
+class SampleGrids(L.Callback):
+    """Renders every (prompt, seed) before training, every ``every_n_steps`` optimizer steps and after training.
+
+    Each sampling point's grid (prompts as rows, seeds as columns) goes to ``samples/step_<step>.png`` and to W&B;
+    after training, ``samples/progression.png`` shows every point as a column (the paper's Figure 5 layout).
+
+    Args:
+        bundle: the :class:`~loldu.models.diffusion.DiffusionBundle` (its ``pipeline`` renders).
+        prompts: the prompts (none: no sampling).
+        seeds: one image per seed for every prompt.
+        every_n_steps: sampling interval (0: before and after training only).
+        inference_steps: sampler steps.
+        guidance_scale: classifier-free guidance scale.
+        sampler: ``ddim`` or ``dpm``.
+        out_dir: the run folder (None: grids are not saved).
+    """
+
+    def __init__(
+        self,
+        bundle: Any,
+        prompts: list[str],
+        seeds: list[int],
+        every_n_steps: int = 0,
+        inference_steps: int = 25,
+        guidance_scale: float = 7.5,
+        sampler: str = "ddim",
+        out_dir: str | Path | None = None,
+    ):
+        self.bundle = bundle
+        self.prompts = list(prompts or [])
+        self.seeds = [int(s) for s in (seeds or [0])]
+        self.every_n_steps = int(every_n_steps)
+        self.inference_steps = int(inference_steps)
+        self.guidance_scale = float(guidance_scale)
+        self.sampler = sampler
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.sampled: dict[int, list] = {}  # step -> images (prompt-major, then seed)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.render(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step, every = trainer.global_step, self.every_n_steps
+        if every > 0 and step > 0 and step % every == 0:
+            self.render(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.render(trainer, pl_module)
+        self.save_progression(trainer)
+
+    @torch.no_grad()
+    def render(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list:
+        """Render and save the grid of the current step once; returns its images."""
+        step = int(trainer.global_step)
+        if not self.prompts or step in self.sampled or not trainer.is_global_zero:  # ddp: rank 0 renders and writes
+            return []
+        model = pl_module.model
+        was_training = model.training
+        model.eval()
+        unet = model.get_base_model() if hasattr(model, "get_base_model") else model
+        pipe = self.bundle.pipeline(unet=unet, scheduler=self.sampler)
+        try:
+            images = render(
+                pipe,
+                self.prompts,
+                self.seeds,
+                self.inference_steps,
+                self.guidance_scale,
+                self.bundle.resolution,
+                pl_module.device,
+                desc=f"sample grid at step {step}",
+            )
+        finally:
+            model.train(was_training)
+        self.sampled[step] = images
+        grid = image_grid(images, len(self.prompts), len(self.seeds))
+        if self.out_dir is not None:
+            (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+            grid.save(self.out_dir / "samples" / f"step_{step:06d}.png")
+        for logger in loggers_with(trainer, "log_image"):
+            logger.log_image(key="samples", images=[grid], caption=[f"step {step}"], step=step)
+        return images
+
+    def save_progression(self, trainer: L.Trainer):
+        """One grid with a column per sampling point (step order) and a row per (prompt, seed); returns it."""
+        if not self.sampled:
+            return None
+        steps = sorted(self.sampled)
+        rows = len(self.sampled[steps[0]])
+        images = [self.sampled[s][r] for r in range(rows) for s in steps]
+        grid = image_grid(images, rows, len(steps), labels=[str(s) for s in steps])
+        if self.out_dir is not None:
+            grid.save(self.out_dir / "samples" / "progression.png")
+        for logger in loggers_with(trainer, "log_image"):
+            logger.log_image(key="samples/progression", images=[grid], caption=["columns: training steps"])
+        return grid

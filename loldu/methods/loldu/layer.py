@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..decompose import Factors, lu_factors
-from ..diagonal import DiagonalLayer
-from ..saved_state import order_dtype
+from loldu.methods.decompose import Factors, lu_factors
+from loldu.methods.diagonal import DiagonalLayer
+from loldu.methods.diagonal.saved_state import order_dtype
 
 
 class LoLDULayer(DiagonalLayer):
@@ -15,7 +15,7 @@ class LoLDULayer(DiagonalLayer):
     Frozen buffers per adapter: ``P L_r`` (out x r) and ``U'_r`` (r x in) only.
     Saved per adapter: z, sigma, the reference (empty when it equals the
     pivots), the pivots, the row/column pivot order (smallest integer type)
-    and a fingerprint of the base weight (see :mod:`loldu.methods.saved_state`).
+    and a fingerprint of the base weight (see :mod:`loldu.methods.diagonal.saved_state`).
     """
 
     prefix = "loldu_"

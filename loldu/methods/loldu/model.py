@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..diagonal_model import DiagonalModel
-from .layer import LoLDULayer
+from loldu.methods.diagonal.model import DiagonalModel
+from loldu.methods.loldu.layer import LoLDULayer
 
 
 class LoLDUModel(DiagonalModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..base_config import DiagonalConfig
-from ..peft_registry import peft_type
+from loldu.methods.diagonal.config import DiagonalConfig
+from loldu.methods.peft_registry import peft_type
 
 SVFIT = peft_type("SVFIT")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..decompose import Factors, svd_factors
-from ..diagonal import DiagonalLayer
+from loldu.methods.decompose import Factors, svd_factors
+from loldu.methods.diagonal import DiagonalLayer
 
 
 class SVFitLayer(DiagonalLayer):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..diagonal_model import DiagonalModel
-from .layer import SVFitLayer
+from loldu.methods.diagonal.model import DiagonalModel
+from loldu.methods.svfit.layer import SVFitLayer
 
 
 class SVFitModel(DiagonalModel):

@@ -1,0 +1,81 @@
+"""Fields shared by the LoLDU and SVFit adapter configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft.config import PeftConfig
+
+from loldu.methods.diagonal.parts import validate_common
+
+
+@dataclass
+class DiagonalConfig(PeftConfig):
+    """Common settings of adapters that train a diagonal between frozen factors.
+
+    ``W_eff = W + left diag(sigma z - sigma0 ref) right`` with ``sigma0 = alpha / r``.
+    """
+
+    r: int = field(default=64, metadata={"help": "Kept rank per adapted matrix (1 <= r <= min(in, out))."})
+    alpha: float | None = field(
+        default=None,
+        metadata={"help": "sigma0 = alpha / r. None means alpha = r (sigma0 = 1), as in the paper's scripts."},
+    )
+    target_modules: list[str] | str | None = field(
+        default=None,
+        metadata={"help": "Module names or a regex to adapt; None uses the model family's default (query/value)."},
+    )
+    exclude_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module names or a regex to leave alone."}
+    )
+    init: str = field(
+        default="lu",
+        metadata={
+            "help": "Initial z: lu (the kept diagonal itself), uniform, normal, constant, ones, zeros, "
+            "s_uniform, s_normal (the paper's ablation)."
+        },
+    )
+    init_residual: str = field(
+        default="z0",
+        metadata={
+            "help": "What the update subtracts: z0 (z's initial value: the model starts exactly at the "
+            "pre-trained one) or d (the kept diagonal, as the authors' experiment code did)."
+        },
+    )
+    train_sigma: bool = field(default=True, metadata={"help": "Train the scale sigma as well as z."})
+    forward_path: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (cheaper of activation/fused by shape per call), activation, weight "
+            "(autograd through the merged weight) or fused (merged-weight forward, rank-r gradient)."
+        },
+    )
+    recompute: str = field(
+        default="auto",
+        metadata={
+            "help": "Fused path only: whether the backward rebuilds the merged weight W_eff (out x in) instead of "
+            "keeping it from the forward. always (least memory: only the layer input is kept, at out*r*in more "
+            "multiply-adds per step), never (keep it: fastest), auto (rebuild when training and W_eff would be "
+            "larger than the layer input kept anyway, i.e. out_features > tokens in the call)."
+        },
+    )
+    bias: str = field(default="none", metadata={"help": "Bias training is not part of the method: 'none'."})
+    modules_to_save: list[str] | None = field(
+        default=None, metadata={"help": "Modules trained and saved in full besides the adapter, e.g. a new classifier."}
+    )
+    layers_to_transform: list[int] | int | None = field(
+        default=None, metadata={"help": "Only adapt these layer indices."}
+    )
+    layers_pattern: list[str] | str | None = field(
+        default=None, metadata={"help": "Name of the layer list, used with layers_to_transform."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.target_modules, list):
+            self.target_modules = set(self.target_modules)
+        if isinstance(self.exclude_modules, list):
+            self.exclude_modules = set(self.exclude_modules)
+        if self.bias != "none":
+            raise ValueError(f"bias must be 'none' for {type(self).__name__}; use method=bitfit to train biases")
+        validate_common(self)

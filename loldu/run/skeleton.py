@@ -1,0 +1,167 @@
+"""train(cfg): the one run skeleton every task family shares; the family (loldu/tasks/) supplies the rest.
+
+defaults -> check the config and the method's options -> data (read and checked) -> seed -> model bundle (attached
+to the data) -> method -> LightningModule -> loggers, callbacks, trainer -> fit (and test) -> adapter and exports
+-> metrics.json and summary. The run folder is claimed around it all (:func:`loldu.run.folder.tracked_run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from loldu.config import check_config, choice
+from loldu.methods import apply_method, check_spec, count_parameters, get_method
+from loldu.methods.files import write_run_card
+from loldu.run.callbacks import PerfLogger
+from loldu.run.distributed import end_processes, full_parameters, prepare_launch
+from loldu.run.exports import export_run
+from loldu.run.folder import atomic_write_text, is_rank_zero, tracked_run, write_json
+from loldu.run.guards import NonFiniteGuard
+from loldu.run.logs import quiet
+from loldu.run.resume import resume_checkpoint
+from loldu.run.tracking import log_summary, wandb_run_args
+from loldu.tasks import get_family
+
+log = logging.getLogger(__name__)
+
+
+@tracked_run  # claims the run folder; status.json: running, then finished or failed with the error
+def train(cfg: DictConfig) -> float | None:
+    """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
+    quiet()
+    resolve_defaults(cfg)
+    out = Path(cfg.output_dir)
+    ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: it is checked against the saved one
+    check_run(cfg)
+    datamodule = get_family(cfg.task.family).check_data(cfg)  # before any model loads; may fill task.num_labels
+    L.seed_everything(cfg.seed, workers=True)
+    try:
+        return _run(cfg, out, datamodule, ckpt_path)
+    finally:
+        end_processes()  # trainer=ddp/fsdp: the next job of a multirun starts its own processes
+        if cfg.logger.get("wandb"):
+            import wandb
+
+            wandb.finish()
+
+
+def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_path: str | None = None) -> float | None:
+    family = get_family(cfg.task.family)
+    bundle = instantiate(cfg.model.builder, _convert_="all")
+    family.prepare(cfg, bundle, datamodule)
+    model = apply_method(family.base_model(bundle), method_spec(cfg))
+    counts = count_parameters(model)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the checks have passed
+    module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
+    trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
+    prepare_launch(cfg, out)  # trainer=ddp/fsdp: the processes Lightning starts run this job, in this folder
+    start = time.perf_counter()
+    metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
+    metrics.update(params=counts, wall_time_s=time.perf_counter() - start)
+    perf = next((cb.summary() for cb in trainer.callbacks if isinstance(cb, PerfLogger)), {})
+    if perf:
+        metrics["perf"] = perf
+    with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
+        if is_rank_zero():
+            export_run(cfg, family, model, bundle, out)
+    metrics.update(lr=cfg.lr, head_lr=cfg.get("head_lr"), method=cfg.method.name, model=choice("model"))
+    metrics.update(task=choice("task"), rank=cfg.method.r, seed=cfg.seed)
+    if is_rank_zero():  # trainer=ddp/fsdp: the other processes share this folder and write nothing
+        write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
+        write_run_card(out, cfg, metrics)
+        log_summary(metrics)
+        log.info(summary(family.headline(cfg, metrics, out), metrics, out))
+    return family.monitored(cfg, metrics)
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Every check of a run's settings before its data or model loads: the config's keys, values and combinations
+    (:func:`loldu.config.check_config`, torch-free) and the method's options against its config class
+    (:func:`loldu.methods.check_spec`).
+
+    Raises:
+        ValueError: the first problem found, with the setting to change.
+    """
+    check_config(cfg)
+    check_spec(method_spec(cfg))
+
+
+def resolve_defaults(cfg: DictConfig) -> None:
+    """Write into ``cfg`` the values its nulls stand for, so that config.yaml, metrics.json and the W&B run record
+    what ran. This is the one place a null setting is resolved: the lr from ``method.train.default_lr``, the rank
+    from ``method.train.default_rank`` (LoLDU/SVFit: the targets' full rank) else the method's config class
+    (:func:`loldu.methods.get_method`), the method's options from its config class."""
+    entry = get_method(cfg.method.name)
+    defaults = entry.defaults()
+    with open_dict(cfg):
+        if cfg.lr is None:
+            cfg.lr = cfg.method.train.default_lr
+        if entry.rank_field is not None and cfg.method.get("r") is None:
+            default_rank = cfg.method.train.get("default_rank")
+            cfg.method.r = default_rank if default_rank is not None else defaults.get(entry.rank_field)
+        options = cfg.method.get("options") or {}
+        for key in list(options):
+            value = defaults.get(key)
+            if options[key] is None and isinstance(value, (str, int, float, bool)):
+                cfg.method.options[key] = value
+
+
+def method_spec(cfg: DictConfig) -> dict:
+    """The method's config as :func:`loldu.methods.apply_method` takes it (without its training defaults)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k != "train"}
+
+
+def optim_settings(cfg: DictConfig) -> dict:
+    """Keyword arguments of :class:`~loldu.tasks.common.FineTuneModule`: optimizer, lr and schedule."""
+    return {
+        "optimizer": instantiate(cfg.optimizer),
+        "lr": cfg.lr,  # resolve_defaults has put the method's default_lr in for a null lr
+        "head_lr": cfg.get("head_lr"),  # null: the head trains at lr
+        "weight_decay": cfg.weight_decay,
+        "decay_diagonal": cfg.method.train.decay_diagonal,
+        "scheduler": cfg.task_schedule.scheduler,
+        "warmup_ratio": cfg.task_schedule.warmup_ratio,
+        "warmup_steps": cfg.task_schedule.warmup_steps,
+    }
+
+
+def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the loggers of ``cfg.logger`` (W&B gets the resolved
+    config, name, group and tags of :func:`loldu.run.tracking.wandb_run_args`) and the callbacks of
+    ``cfg.callbacks`` plus ``extra_callbacks``."""
+    loggers = []
+    for name, node in cfg.logger.items():
+        if node:  # a partial, so that the run's config reaches wandb.init as data, not as configs to instantiate
+            make = instantiate(node, _partial_=True, _convert_="all")
+            loggers.append(make(**wandb_run_args(cfg)) if name == "wandb" else make())
+    callbacks = [instantiate(c, _convert_="all") for c in cfg.callbacks.values() if c is not None]
+    if not loggers:  # logger=none: Lightning refuses an lr monitor with nothing to log to
+        callbacks = [cb for cb in callbacks if not isinstance(cb, L.pytorch.callbacks.LearningRateMonitor)]
+    checkpointing = any(isinstance(cb, L.pytorch.callbacks.ModelCheckpoint) for cb in callbacks)
+    return instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks + list(extra_callbacks) + [NonFiniteGuard()],
+        default_root_dir=cfg.output_dir,
+        enable_checkpointing=checkpointing,
+        **overrides,
+    )
+
+
+def summary(headline: str, metrics: dict, out: Path) -> str:
+    """The lines logged at the end of a run (console and train.log): the headline, parameter counts, wall time and
+    the run folder."""
+    p = metrics["params"]
+    return (
+        f"\n{headline}\n"
+        f"adapter parameters = {p['adapter']:,} ({100 * p['adapter_share']:.4f}% of {p['base']:,})\n"
+        f"trainable parameters incl. head = {p['trainable']:,} ({100 * p['trainable_share']:.4f}%)\n"
+        f"wall time = {metrics['wall_time_s']:.0f} s\n"
+        f"outputs: {out.resolve()}"
+    )
