@@ -43,7 +43,7 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 bench: $(STAMP) ## LU setup, step time (interleaved rounds) and LLaMA-shaped memory tables; ARGS="--quick", "--rounds N", "--only setup|step|memory"
 	$(PY) -m benchmarks.run $(ARGS)
 
-train: $(STAMP) ## The default run, offline on CPU: MiniLM + Rotten Tomatoes + LoLDU at full rank
+train: $(STAMP) ## The default run, offline: MiniLM + Rotten Tomatoes + LoLDU at full rank (CPU, or a GPU if found)
 	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
 
 report: $(STAMP) ## Tables + plot of a sweep (x-axis: what it varied): make report DIR=multirun/<date>/<time> [ARGS=--wandb]

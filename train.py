@@ -10,6 +10,11 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("plan"):  # plan=true: what the run would train, from the model on the meta device; no run
+        from loldu.run.plan import plan
+
+        plan(cfg)
+        return None
     from loldu.run import train
 
     return train(cfg)

@@ -53,6 +53,11 @@ def _resolved(cfg):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
+        (
+            "save_merged=maybe",
+            r"save_merged must be true or false, e\.g\. save_merged=true \(got save_merged='maybe'\)",
+        ),  # noqa: E501
+        ("skip_unfit_ranks=1", r"skip_unfit_ranks must be true or false"),
         ("epochs=0", r"epochs must be an integer >= 1, e\.g\. epochs=3 \(got epochs=0\)"),
         ("epochs=-1", r"epochs must be an integer >= 1.*got epochs=-1"),
         ("epochs=abc", r"epochs must be an integer >= 1.*got epochs='abc'"),

@@ -70,6 +70,10 @@ def _is_number(value) -> bool:
 
 
 # Setting (dotted path) -> (kind, bound, what it must be); a null rank, alpha or lr means the method's default.
+def _is_bool(value) -> bool:
+    return isinstance(value, bool)
+
+
 VALUE_RULES = {
     "epochs": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. epochs=3"),
     "batch_size": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. batch_size=32"),
@@ -81,6 +85,9 @@ VALUE_RULES = {
     "alpha": (_is_number, lambda v: v > 0, "a positive number, e.g. alpha=16, or null (the method's default)"),
     "task_schedule.warmup_ratio": (_is_number, lambda v: 0 <= v <= 1, "a number in [0, 1], e.g. 0.06"),
     "task_schedule.warmup_steps": (_is_int, lambda v: v >= 0, "an integer >= 0, e.g. 100"),
+    "save_merged": (_is_bool, lambda v: True, "true or false, e.g. save_merged=true"),
+    "skip_unfit_ranks": (_is_bool, lambda v: True, "true or false, e.g. skip_unfit_ranks=true"),
+    "plan": (_is_bool, lambda v: True, "true or false, e.g. plan=true"),
 }
 NULLABLE = ("lr", "head_lr", "rank", "alpha")
 SCHEDULERS = ("linear", "constant")

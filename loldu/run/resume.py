@@ -24,6 +24,7 @@ NOT_RESULTS = (
     "output_dir",
     "sweep_name",
     "save_merged",
+    "plan",
     "logger",
     "method.train.default_rank",  # method.r holds the rank it chose
     "callbacks.lr_monitor",

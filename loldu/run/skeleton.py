@@ -15,13 +15,13 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from loldu.config import check_config, choice
+from loldu.config import RANKED_METHODS, check_config, choice
 from loldu.methods import apply_method, check_spec, count_parameters, get_method
 from loldu.methods.files import write_run_card
 from loldu.run.callbacks import PerfLogger
 from loldu.run.distributed import end_processes, full_parameters, prepare_launch
 from loldu.run.exports import export_run
-from loldu.run.folder import atomic_write_text, is_rank_zero, tracked_run, write_json
+from loldu.run.folder import RunSkipped, atomic_write_text, is_rank_zero, tracked_run, write_json
 from loldu.run.guards import NonFiniteGuard
 from loldu.run.logs import quiet
 from loldu.run.resume import resume_checkpoint
@@ -36,6 +36,8 @@ def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
     quiet()
     resolve_defaults(cfg)
+    skip_unfit_rank(cfg)
+    fit_to_machine(cfg)
     out = Path(cfg.output_dir)
     ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: it is checked against the saved one
     check_run(cfg)
@@ -78,6 +80,48 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
         log_summary(metrics)
         log.info(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)
+
+
+def skip_unfit_rank(cfg: DictConfig) -> None:
+    """With ``skip_unfit_ranks`` (``sweep=rank_ablation``), skip a job whose rank exceeds the model's full rank
+    (the paper's ranks up to 768 on a smaller model) instead of failing it.
+
+    Raises:
+        RunSkipped: the rank does not fit; the run folder says ``skipped`` and why.
+    """
+    r, full = cfg.method.get("r"), cfg.model.get("full_rank")
+    if not cfg.get("skip_unfit_ranks") or cfg.method.name not in RANKED_METHODS or r is None or full is None:
+        return
+    if r > full:
+        raise RunSkipped(f"rank={r} exceeds model {choice('model')}'s full rank {full} (skip_unfit_ranks=true)")
+
+
+#: Precisions that need a GPU to mean what the paper's runs meant (autocast on CUDA).
+GPU_PRECISIONS = ("bf16-mixed", "16-mixed", "bf16-true", "16-true", "bf16", "16", "half")
+
+
+def fit_to_machine(cfg: DictConfig, cuda: bool | None = None) -> None:
+    """Let a setting written for the paper's GPUs run anywhere: with the automatic accelerator and no GPU, a GPU
+    precision (``bf16-mixed`` of the paper's runs, ``16-mixed``) becomes ``32-true``, said in one logged line and
+    recorded in config.yaml. An accelerator named in the config (``trainer=cpu``, ``trainer.accelerator=gpu``) keeps
+    its precision: CPU autocast stays possible on purpose.
+
+    Args:
+        cfg: the run's config; ``cfg.trainer.precision`` is changed in place.
+        cuda: whether a GPU is present (None: ask torch).
+    """
+    trainer = cfg.trainer
+    precision = str(trainer.get("precision", "32-true"))
+    if trainer.get("accelerator", "auto") != "auto" or precision not in GPU_PRECISIONS:
+        return
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if not cuda:
+        with open_dict(cfg):
+            cfg.trainer.precision = "32-true"
+        log.info("no GPU found: precision %s -> 32-true (trainer.accelerator=auto); the numbers are fp32's", precision)
 
 
 def check_run(cfg: DictConfig) -> None:

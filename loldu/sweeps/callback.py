@@ -55,7 +55,8 @@ def _full_ranks(config: DictConfig, models: list[str] | None) -> dict[str, int]:
 
 
 def check_ranks(config: DictConfig) -> None:
-    """Refuse a sweep whose ranks do not fit a swept (or the launched) model, before any job runs.
+    """Refuse a sweep whose ranks do not fit a swept (or the launched) model, before any job runs; with
+    ``skip_unfit_ranks`` (``sweep=rank_ablation``) say which jobs will be skipped instead.
 
     A rank written as an interpolation (``${model.full_rank}``) or null always fits.
 
@@ -71,7 +72,15 @@ def check_ranks(config: DictConfig) -> None:
     models = values.get("model", [])
     for model, full in _full_ranks(config, models if len(models) > 1 else None).items():
         too_big = [r for r in numbers if r > full]
-        if too_big:
+        if too_big and config.get("skip_unfit_ranks"):
+            log.warning(
+                "rank(s) %s exceed model %s's full rank %d: those jobs will be skipped (skip_unfit_ranks=true; the "
+                "report lists them as skipped)",
+                ",".join(map(str, too_big)),
+                model,
+                full,
+            )
+        elif too_big:
             fit = ",".join(r for r in ranks if not r.lstrip("-").isdigit() or int(r) <= full) or str(full)
             raise ValueError(
                 f"this sweep's rank(s) {','.join(map(str, too_big))} exceed model {model}'s full rank {full} "

@@ -128,7 +128,7 @@ def _tuned_text(choices: list[dict], key: str, table: tuple[list[str], list[list
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m loldu.report", description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a run or multirun folder of train.py")
     parser.add_argument("--metric", default=None, help="metric to plot (default: the first test/ metric found)")
     parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B")

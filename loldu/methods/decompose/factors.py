@@ -52,6 +52,27 @@ class Factors:
     col_order: torch.Tensor | None = None
 
 
+def meta_factors(weight: torch.Tensor, r: int, pivots: bool) -> Factors:
+    """Factors of the right shapes and no values, on the meta device, for a weight there: applying a method to a
+    model built with ``torch.device("meta")`` then gives its exact parameter counts without any weights.
+
+    Args:
+        weight: (out, in) meta weight.
+        r: kept rank.
+        pivots: also the LU's row and column orders (LoLDU); SVD has none.
+    """
+    out_f, in_f = weight.shape[0], weight.shape[1]
+    meta = {"device": "meta", "dtype": torch.float32}
+    orders = (torch.empty(out_f, dtype=torch.long, device="meta"), torch.empty(in_f, dtype=torch.long, device="meta"))
+    return Factors(
+        left=torch.empty(out_f, r, **meta),
+        d=torch.empty(r, **meta),
+        right=torch.empty(r, in_f, **meta),
+        row_order=orders[0] if pivots else None,
+        col_order=orders[1] if pivots else None,
+    )
+
+
 def check_rank(r: int, weight_shape: tuple[int, ...], name: str = "layer") -> None:
     """Refuse a rank that does not fit a weight.
 
@@ -117,6 +138,8 @@ def lu_factors(
         ValueError: for a bad rank or malformed orders.
     """
     check_rank(r, tuple(weight.shape))
+    if weight.is_meta:  # shapes only (a model built on the meta device: counts, memory plans)
+        return meta_factors(weight, r, pivots=True)
     dt = _pick_dtype(dtype)
     n_out, n_in = weight.shape
     a = weight.detach().to(dt)
@@ -187,6 +210,8 @@ def svd_factors(
         ValueError: for a bad rank or an unknown method.
     """
     check_rank(r, tuple(weight.shape))
+    if weight.is_meta:  # shapes only (a model built on the meta device: counts, memory plans)
+        return meta_factors(weight, r, pivots=False)
     a = weight.detach().to(_pick_dtype(dtype))
     if method == "full":
         u, s, vh = torch.linalg.svd(a, full_matrices=False)
@@ -213,7 +238,10 @@ def fingerprint(weight: torch.Tensor, k: int = 8) -> torch.Tensor:
     ``k`` bilinear forms ``a_i^T W b_i`` with fixed pseudo-random +-1 vectors,
     plus the Frobenius norm. Two different weights almost never agree; a
     weight cast to bf16/fp16 and back agrees within about 1e-2 relative.
+    A weight on the meta device has an empty (meta) sketch of the same shape.
     """
+    if weight.is_meta:
+        return torch.empty(k + 1, dtype=torch.float64, device="meta")
     w = weight.detach().to(torch.float64)
     g = torch.Generator().manual_seed(20241017)
     a = (torch.randint(0, 2, (k, w.shape[0]), generator=g) * 2 - 1).to(w)

@@ -8,9 +8,7 @@ from typing import Any
 import torch
 
 from loldu.models.diffusion import SD_SCHEDULER_CONFIG, DiffusionBundle, freeze
-
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
+from loldu.models.diffusion import byte_clip_tokenizer as tiny_clip_tokenizer
 
 
 def tiny_unet(sample_size: int = 8):
@@ -33,38 +31,6 @@ def tiny_unet(sample_size: int = 8):
         attention_head_dim=8,
         norm_num_groups=8,
     )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters (what byte-level BPE sees)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def tiny_clip_tokenizer(model_max_length: int = 32) -> Any:
-    """A CLIP tokenizer with a byte-level vocabulary and no merges, built in memory (no download, no files).
-
-    Every byte maps to one symbol, in a plain and a word-final (``</w>``) form, so any text tokenises to about one
-    token per character (plus the start and end tokens).
-
-    Args:
-        model_max_length: The prompt limit in tokens, special tokens included.
-
-    Returns:
-        A ``CLIPTokenizer`` with 514 tokens; ``<|endoftext|>`` is also the padding and unknown token.
-    """
-    from transformers import CLIPTokenizer
-
-    symbols = list(_bytes_to_unicode().values())
-    tokens = [*symbols, *(s + "</w>" for s in symbols), BOS_TOKEN, EOS_TOKEN]
-    vocab = {token: i for i, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=int(model_max_length))
 
 
 def tiny_clip_text_config(tokenizer: Any, max_prompt_tokens: int, hidden_size: int = 32, projection_dim: int = 32):
