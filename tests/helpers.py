@@ -128,7 +128,6 @@ def run_composed(tmp_path: Path, *overrides: str):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    import loldu.config  # noqa: F401  (the resolvers conf/ uses)
     from loldu.run import train
 
     GlobalHydra.instance().clear()

@@ -13,7 +13,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-import loldu.config  # noqa: F401
 from loldu.config import check_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

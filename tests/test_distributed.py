@@ -225,7 +225,6 @@ def test_prepare_launch_and_end_processes_leave_the_next_job_a_clean_process(tmp
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    import loldu.config  # noqa: F401  (the resolvers conf/ uses)
     from loldu.run.distributed import end_processes, prepare_launch
 
     for key in ("LOCAL_RANK", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK"):

@@ -8,7 +8,6 @@ import torch
 from helpers import run_composed, strict_json, train_py
 from torch import nn
 
-import loldu.config  # noqa: F401
 from loldu.run.guards import NonFiniteError, NonFiniteGuard
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,8 +15,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-import loldu.config  # noqa: F401  (the resolvers conf/ uses)
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ("model=tiny_bert", "debug=fast", "logger=none", "callbacks=none")
 

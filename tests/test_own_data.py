@@ -16,7 +16,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
-import loldu.config  # noqa: F401
 from loldu.data import ImageClassificationDataModule, TextClassificationDataModule
 from loldu.run import train
 from loldu.tasks import get_family

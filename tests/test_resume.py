@@ -17,7 +17,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-import loldu.config  # noqa: F401
 from loldu.config.run_dir import CHECKPOINT, find_unfinished
 from loldu.run import train
 from loldu.run.checkpointing import AtomicCheckpoint, ResumableCheckpoint, check_checkpoint_keys

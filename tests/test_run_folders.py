@@ -14,7 +14,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-import loldu.config  # noqa: F401
 from loldu.run.folder import atomic_dir, claim_run_dir, tracked_run, write_json
 
 pytestmark = pytest.mark.usefixtures("one_thread")

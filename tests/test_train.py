@@ -9,8 +9,6 @@ import sys
 import pytest
 from helpers import ROOT, run_composed
 
-import loldu.config  # noqa: F401
-
 
 @pytest.mark.parametrize(
     "overrides,metric",

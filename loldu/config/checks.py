@@ -24,7 +24,7 @@ from loldu.config.names import EXAMPLE_MODEL, RANKED_METHODS, SPANNING_METHODS, 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Not settings: what a user may type instead, and where to go.
 REDIRECTS = {"ckpt_path": "resume a run with resume=<run dir> (its last checkpoint is picked up)"}
-_REFERENCE = re.compile(r"\$\{\s*(\w+)\s*\}")  # ${rank}, also inside ${pick:${rank},...}
+_REFERENCE = re.compile(r"\$\{\s*(\w+)\s*\}")  # ${rank}, ${alpha}, ${init}: top-level keys a method reads
 
 
 def hydra_config() -> DictConfig | None:
@@ -69,11 +69,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Setting (dotted path) -> (kind, bound, what it must be); a null rank, alpha or lr means the method's default.
 def _is_bool(value) -> bool:
     return isinstance(value, bool)
 
 
+# Setting (dotted path) -> (kind, bound, what it must be); a null rank, alpha or lr means the method's default.
 VALUE_RULES = {
     "epochs": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. epochs=3"),
     "batch_size": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. batch_size=32"),

@@ -3,7 +3,10 @@
 ``model.pretrained=false`` builds one of them with random weights, offline: the same modules, shapes and adapter
 parameter counts as the pre-trained model, for checking a paper run's path (and its memory, on the meta device)
 on a machine without the hub. The numbers are the published configs' (``config.json`` of each hub repository);
-the tokenizer or image statistics come from what ships offline (:data:`OFFLINE_INPUTS`).
+the builders read them with what ships offline: MiniLM's tokenizer for RoBERTa (its ids all inside RoBERTa's
+vocabulary), SmolLM2's for LLaMA (its vocabulary replaces LLaMA's; embeddings are not adapted, so adapter counts
+are the real model's), the in21k normalisation for ViT (mean = std = 0.5), a byte-level CLIP tokenizer for Stable
+Diffusion.
 """
 
 from __future__ import annotations
@@ -104,17 +107,6 @@ SD15_TEXT_ENCODER: dict[str, Any] = {
     "max_position_embeddings": 77,
     "hidden_act": "quick_gelu",
     "projection_dim": 768,
-}
-
-#: What a randomly initialised architecture reads its inputs with, offline: the text models take MiniLM's WordPiece
-#: tokenizer (30,522 ids, all inside RoBERTa's 50,265), LLaMA takes SmolLM2's tokenizer (its vocabulary, 49,152,
-#: replaces LLaMA's 32,000: the embeddings are not adapted, so adapter counts are the real model's), ViT takes the
-#: in21k checkpoint's normalisation (mean = std = 0.5), Stable Diffusion a byte-level CLIP tokenizer built in memory.
-OFFLINE_INPUTS = {
-    "roberta": "minilm tokenizer",
-    "llama": "smollm2 tokenizer",
-    "vit": "mean = std = 0.5",
-    "sd15": "byte-level CLIP tokenizer",
 }
 
 

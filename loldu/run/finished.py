@@ -17,8 +17,6 @@ from loldu.methods import load_adapter
 from loldu.run.exports import save_merged
 from loldu.tasks import get_family
 
-register_resolvers()  # a saved config may still name them
-
 #: The nodes of a saved config that are ever instantiated, and the package their ``_target_``s must come from:
 #: rebuilding a run calls the project's own model builders and data modules, nothing a run folder names elsewhere.
 TRUSTED_TARGETS = {"model": "loldu.models", "task": "loldu.data"}
@@ -33,6 +31,7 @@ def load_config(run_dir: str | Path) -> DictConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (written by train.py)")
+    register_resolvers()  # read outside Hydra: a saved config may still name them
     cfg = OmegaConf.load(path)
     check_targets(cfg, path)
     return cfg

@@ -52,11 +52,19 @@ def build_on_meta(cfg: DictConfig) -> Any:
     return bundle
 
 
-def train_rows(cfg: DictConfig) -> int | None:
-    """Training examples of a local data source (read and checked as the run would); None for hub data."""
-    source = str(cfg.task.data.get("source") or "")
-    if source.startswith(("hub", "alpaca_hub", "glue")):
+def hub_data(cfg: DictConfig) -> str | None:
+    """The hub dataset the task reads (None for local data: a package, a file or folder, a built-in source)."""
+    data = cfg.task.data
+    source = str(data.get("source") or "")
+    args = data.get("source_args") or {}
+    path = args.get("path") or args.get("dataset")
+    if not source.startswith(("hub", "alpaca_hub", "glue")) or (path and Path(str(path)).expanduser().exists()):
         return None
+    return str(path or source)
+
+
+def train_rows(cfg: DictConfig) -> int | None:
+    """Training examples of a local data source, read and checked as the run would."""
     datamodule = get_family(cfg.task.family).check_data(cfg)
     indices = getattr(datamodule, "split_indices", None)
     return len(indices["train"][1]) if indices and "train" in indices else None
@@ -77,15 +85,13 @@ def optimizer_steps(cfg: DictConfig, rows: int | None) -> int | None:
     return cfg.epochs * math.ceil(batches / int(trainer.get("accumulate_grad_batches") or 1))
 
 
-def sequence_length(cfg: DictConfig, model: Any) -> int | None:
+def sequence_length(cfg: DictConfig, config: Any) -> int | None:
     """Tokens per example the activations scale with: the task's max length or cutoff, or ViT's patches + 1."""
-    for key in ("max_length",):
-        if cfg.task.get(key):
-            return int(cfg.task[key])
+    if cfg.task.get("max_length"):
+        return int(cfg.task.max_length)
     if cfg.task.data.get("cutoff_len"):
         return int(cfg.task.data.cutoff_len)
-    config = getattr(model, "config", None)
-    if config is not None and getattr(config, "image_size", None) and getattr(config, "patch_size", None):
+    if getattr(config, "image_size", None) and getattr(config, "patch_size", None):
         return (config.image_size // config.patch_size) ** 2 + 1
     return None
 
@@ -94,17 +100,17 @@ def memory_terms(model: Any, cfg: DictConfig, precision: str) -> dict[str, float
     """Peak memory per GPU in GiB by term. Weights, buffers (frozen factors), trained parameters, their gradients
     and AdamW's two moments are exact sizes; ``activations`` is an estimate (``34 + 5 a s / h`` bytes x s b h per
     layer in 16 bits, Korthikanti et al. 2022, scaled for fp32), absent where the model is not a transformer."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    frozen = [p for p in model.parameters() if not p.requires_grad]
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    trained = sum(p.numel() * 4 for p in model.parameters() if p.requires_grad)  # fp32 bytes
     terms = {
-        "weights (frozen)": sum(p.numel() * p.element_size() for p in frozen) / GIB,
+        "weights (frozen)": frozen / GIB,
         "frozen factors and buffers": sum(b.numel() * b.element_size() for b in model.buffers()) / GIB,
-        "trained parameters (fp32)": sum(p.numel() * 4 for p in trainable) / GIB,
-        "gradients (fp32)": sum(p.numel() * 4 for p in trainable) / GIB,
-        "AdamW state (2 x fp32)": sum(p.numel() * 8 for p in trainable) / GIB,
+        "trained parameters (fp32)": trained / GIB,
+        "gradients (fp32)": trained / GIB,
+        "AdamW state (2 x fp32)": 2 * trained / GIB,
     }
-    config = getattr(getattr(model, "base_model", model), "config", None) or getattr(model, "config", None)
-    seq = sequence_length(cfg, model)
+    config = getattr(model, "config", None)  # a PeftModel passes it on from its base model
+    seq = sequence_length(cfg, config)
     layers, hidden = getattr(config, "num_hidden_layers", None), getattr(config, "hidden_size", None)
     heads = getattr(config, "num_attention_heads", None)
     if seq and layers and hidden and heads:
@@ -133,13 +139,9 @@ def sources(cfg: DictConfig) -> dict[str, str]:
         model = f"local folder {name}"
     else:
         model = f"network: hub {name} (pretrained=false: shipped architecture, random weights)"
-    data = cfg.task.data
-    source = str(data.get("source") or data.get("_target_", ""))
-    args = data.get("source_args") or {}
-    path = args.get("path") or args.get("dataset")
-    hub = source.startswith(("hub", "alpaca_hub", "glue")) and not (path and Path(str(path)).expanduser().exists())
-    where = f"network: hub {path or source}" if hub else f"local ({source})"
-    return {"model": model, "data": where}
+    hub = hub_data(cfg)
+    data = f"network: hub {hub}" if hub else f"local ({cfg.task.data.get('source') or cfg.task.data.get('_target_')})"
+    return {"model": model, "data": data}
 
 
 def plan(cfg: DictConfig) -> dict[str, Any]:
@@ -162,7 +164,7 @@ def _plan(cfg: DictConfig) -> dict[str, Any]:
     precision = str(cfg.trainer.get("precision", "32-true"))
     family = get_family(cfg.task.family)
     src = sources(cfg)
-    rows = None if src["data"].startswith("network") else train_rows(cfg)
+    rows = None if hub_data(cfg) else train_rows(cfg)
     bundle = build_on_meta(cfg)
     adapted = family.base_model(bundle)
     others = [m for m in vars(bundle).values() if isinstance(m, torch.nn.Module) and m is not adapted]
