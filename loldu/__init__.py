@@ -14,11 +14,16 @@ import sys
 from typing import Any
 
 __version__ = "0.1.0"
+#: The package's parts: ``loldu.sweeps`` (as Hydra's ``_locate`` of ``loldu.sweeps.SweepCallback`` asks for it)
+#: imports that part alone, not the method library.
+PARTS = ("config", "methods", "models", "data", "tasks", "run", "sweeps", "eval", "report")
 
 
 def __getattr__(name: str) -> Any:
     if name.startswith("__") and name != "__all__":
         raise AttributeError(name)
+    if name in PARTS:
+        return importlib.import_module(f".{name}", __name__)
     methods = importlib.import_module(".methods", __name__)
     if name == "__all__":
         return list(methods.__all__)

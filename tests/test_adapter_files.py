@@ -171,9 +171,99 @@ def test_edited_rank_in_the_config_is_refused_as_a_disagreement(method, tmp_path
     with pytest.raises(ValueError, match=r"adapter_config.json: r=2 in the config, but the tensors .* have r=4"):
         load_adapter(base, folder)
     assert _untouched(base)
-    if method == "loldu":  # PEFT's own loader: the layer says the same
+    if method == "loldu":  # PEFT's own loader runs the same check on a folder of save_adapter
+        base = _fresh_mlp()
+        with pytest.raises(ValueError, match=r"adapter_config.json: r=2 in the config, but the tensors .* have r=4"):
+            PeftModel.from_pretrained(base, folder)
+        assert _untouched(base)
+        (folder / "method.json").unlink()  # as written by save_pretrained: the layer says the same
         with pytest.raises(ValueError, match="says r=2 but the saved loldu_z has shape \\(4,\\): the config and"):
             PeftModel.from_pretrained(_fresh_mlp(), folder)
+
+
+def _edit_config(folder: Path, **changes) -> None:
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(changes)
+    config_file.write_text(json.dumps(config, indent=2))
+
+
+EDITS = {
+    "alpha": {"alpha": 8.0},
+    "target_modules": {"target_modules": ["fc1"]},
+    "init": {"init": "zeros"},
+}
+
+
+@pytest.mark.parametrize("method", ["loldu", "svfit"])
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_config_edited_after_saving_is_refused_by_both_loaders(method, edit, tmp_path):
+    folder = _saved_mlp(tmp_path, method)
+    _edit_config(folder, **EDITS[edit])
+    refused = r"adapter_config.json was modified after the adapter was saved: .*hash stored in method.json .*"
+    refused += r"Put the original file back, or re-save the adapter from the run"
+    base = _fresh_mlp()
+    with pytest.raises(ValueError, match=refused):
+        load_adapter(base, folder)
+    assert _untouched(base)
+    base = _fresh_mlp()
+    with pytest.raises(ValueError, match=refused):
+        PeftModel.from_pretrained(base, folder)
+    assert _untouched(base)
+
+
+def test_flipped_tensor_byte_is_refused_by_peft_loader_too(tmp_path):
+    folder = _saved_mlp(tmp_path)
+    _flip_byte(folder / PEFT_FILE, "loldu_z")
+    base = _fresh_mlp()
+    with pytest.raises(ValueError, match=rf"{PEFT_FILE}: .*modified or damaged; re-save it"):
+        PeftModel.from_pretrained(base, folder)
+    assert _untouched(base)
+
+
+def test_config_reformatted_without_changing_a_value_still_loads(tmp_path):
+    folder = _saved_mlp(tmp_path)
+    want = load_adapter(_fresh_mlp(), folder)(torch.ones(2, 12))
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    reordered = dict(reversed(list(config.items())))
+    config_file.write_text(json.dumps(reordered, indent=7) + "\n\n")
+    torch.testing.assert_close(load_adapter(_fresh_mlp(), folder)(torch.ones(2, 12)), want)
+    torch.testing.assert_close(PeftModel.from_pretrained(_fresh_mlp(), folder)(torch.ones(2, 12)), want)
+
+
+def test_folder_saved_before_the_config_hash_warns_and_loads(tmp_path):
+    folder = _saved_mlp(tmp_path)
+    spec = json.loads((folder / "method.json").read_text())
+    del spec["saved"]["config_sha256"]
+    (folder / "method.json").write_text(json.dumps(spec))
+    with pytest.warns(UserWarning, match="adapter_config.json was saved without a content hash"):
+        load_adapter(_fresh_mlp(), folder)
+    with pytest.warns(UserWarning, match="adapter_config.json was saved without a content hash"):
+        PeftModel.from_pretrained(_fresh_mlp(), folder)
+
+
+def test_folder_of_save_pretrained_loads_as_in_peft(tmp_path):
+    folder = _saved_mlp(tmp_path)
+    (folder / "method.json").unlink()
+    _edit_config(folder, alpha=8.0)  # nothing to compare with: PEFT's loader takes it as it is
+    assert PeftModel.from_pretrained(_fresh_mlp(), folder).peft_config["default"].alpha == 8.0
+
+
+@pytest.mark.parametrize("edit", [{"lora_alpha": 64}, {"target_modules": ["fc1"]}, {"lora_dropout": 0.5}])
+def test_lora_config_edited_after_saving_is_refused(edit, tmp_path):
+    folder = _saved_mlp(tmp_path, "lora")
+    _edit_config(folder, **edit)
+    base = _fresh_mlp()
+    with pytest.raises(ValueError, match=r"adapter_config.json was modified after the adapter was saved"):
+        load_adapter(base, folder)
+    assert _untouched(base)
+
+
+def test_plain_methods_record_no_config_hash(tmp_path):
+    folder = _saved_mlp(tmp_path, "bitfit")
+    assert json.loads((folder / "method.json").read_text())["saved"]["config_sha256"] is None
+    load_adapter(_fresh_mlp(), folder)
 
 
 def test_orders_are_small_integers_and_a_reference_equal_to_the_pivots_is_stored_once(tmp_path):

@@ -104,7 +104,7 @@ def test_a_key_added_inside_a_group_must_be_read_by_something(composer):
     _refused(composer, "+task.num_label=3", match=r"task has no setting 'num_label'.*did you mean task\.num_labels=3")
     _refused(composer, "+task_schedule.warmup=10", match=r"task_schedule has no setting 'warmup'.*warmup_steps")
     # keyword arguments of an instantiated node (the Trainer, the model builder) pass
-    check_config(composer("+trainer.max_steps=10", "+model.builder.cache_dir=/tmp"))
+    check_config(composer("+trainer.max_steps=10", "+model.builder.dtype=float32"))
     # a whole new instantiated node (a callback, a logger) passes; a bare value there is refused
     check_config(composer("+callbacks.lr={_target_: lightning.pytorch.callbacks.LearningRateMonitor}"))
     _refused(composer, "+callbacks.lr=5", match=r"callbacks has no setting 'lr'")
@@ -131,7 +131,12 @@ def test_a_method_setting_the_method_does_not_read_is_refused(composer):
 
 @pytest.mark.parametrize("method", ["loldu", "svfit"])
 def test_init_values_are_checked_before_loading(composer, method):
-    _refused(composer, f"method={method}", "init=foo", match=rf"method={method}: init must be one of .*'lu'")
+    _refused(
+        composer,
+        f"method={method}",
+        "init=foo",
+        match=rf"method={method}: init='foo' \(method.options.init\) is not one of lu, ",
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,3 +185,14 @@ def test_head_lr_values_and_models_without_a_head_are_refused(composer):
         _refused(composer, bad, match=r"head_lr must be a positive number, e\.g\. head_lr=1e-2")
     _refused(composer, "model=tiny_llama", "task=chatterbot", "head_lr=1e-2", match="has none .*leave head_lr unset")
     check_config(composer("head_lr=1e-2"))  # a classifier has a head
+
+
+def test_a_presets_alpha_must_follow_a_rank_given_on_the_command_line(tmp_path):
+    conf = shutil.copytree(CONF, tmp_path / "conf")
+    (conf / "experiment" / "fixed_alpha.yaml").write_text("# @package _global_\nrank: 768\nalpha: 768\n")
+    context, compose_ = _composer(conf)
+    with context:
+        check_config(compose_("model=tiny_bert", "experiment=fixed_alpha", "rank=32", "alpha=32"))  # both given
+        with pytest.raises(ValueError, match=r"rank=8 was given, and alpha=768 comes from a preset .* alpha=8"):
+            check_config(compose_("model=tiny_bert", "experiment=fixed_alpha", "rank=8"))
+    GlobalHydra.instance().clear()

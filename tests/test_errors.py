@@ -90,7 +90,10 @@ def test_damaged_pivot_order_is_refused(tmp_path):
     save_file(tensors, path)
     with pytest.raises(ValueError, match="modified or damaged"):  # the content hash in method.json
         load_adapter(build("mlp")[0], tmp_path)
-    with pytest.raises(ValueError, match="not a permutation"):  # PEFT's own loader has no hash: the layer checks
+    with pytest.raises(ValueError, match="modified or damaged"):  # PEFT's own loader checks the hash too
+        PeftModel.from_pretrained(build("mlp")[0], tmp_path)
+    (tmp_path / "method.json").unlink()  # as save_pretrained writes it: no hash, the layer checks
+    with pytest.raises(ValueError, match="not a permutation"):
         PeftModel.from_pretrained(build("mlp")[0], tmp_path)
 
 

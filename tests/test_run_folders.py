@@ -141,7 +141,8 @@ def test_of_runs_claiming_one_folder_at_once_exactly_one_gets_it(tmp_path):
 
     _in_threads(claim, 8)
     assert sorted(outcomes) == ["refused"] * 7 + ["running"]
-    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary files left
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".run.lock", ".run.lock.json", "status.json"]  # the winner's lock; no temporary files left
 
 
 # -- unique folders --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _builders(marker: Path) -> dict[str, dict]:
 def test_a_run_folder_cannot_run_code_through_its_builder(tmp_path, case):
     marker = tmp_path / "marker"
     run = _run_folder(tmp_path, _builders(marker)[case])
-    with pytest.raises(ValueError, match=r"model\.builder.*_target_ = .* is not one of this project's builders"):
+    with pytest.raises(ValueError, match=r"model\.builder.*_target_ = .* is not allowed: a model node may name"):
         load_run(run)
     assert not marker.exists()
 
@@ -53,22 +53,76 @@ def test_a_run_folder_cannot_run_code_through_its_data_module(tmp_path):
     marker = tmp_path / "marker"
     task = {"family": "diffusion", "data": {"_target_": "os.system", "command": f"touch {marker}"}}
     run = _run_folder(tmp_path, {"builder": {"_target_": "loldu.models.tiny.tiny_sd"}}, task)
-    with pytest.raises(ValueError, match=r"task\.data\._target_ = 'os.system'.*defined in loldu\.data"):
+    with pytest.raises(
+        ValueError, match=r"task\.data\._target_ = 'os.system' is not allowed: a task node may name .*loldu\.data"
+    ):
         load_config(run)
     assert not marker.exists()
 
 
 def test_an_interpolated_target_is_refused(tmp_path):
     run = _run_folder(tmp_path, {"builder": {"_target_": "${oc.env:BUILDER}"}})
-    with pytest.raises(ValueError, match="not one of this project's builders"):
+    with pytest.raises(ValueError, match=r"model\.builder\._target_ = '\$\{oc.env:BUILDER\}' is an interpolation"):
         load_config(run)
 
 
-def test_every_builder_and_data_module_the_configs_name_is_trusted():
-    from loldu.run.finished import TRUSTED_TARGETS, check_targets
+def test_an_interpolation_cannot_point_a_builder_at_another_node(tmp_path):
+    # The attack on the old loader: model.builder itself an interpolation of a top-level node naming a foreign
+    # target. Read as data, the interpolation is refused before anything resolves or instantiates.
+    marker = tmp_path / "marker"
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    evil = {"_target_": "pathlib.Path.write_text", "self": str(marker), "data": "x"}
+    (run / "config.yaml").write_text(
+        OmegaConf.to_yaml(OmegaConf.create({"model": {"builder": "${evil}"}, "task": TEXT_TASK, "evil": evil}))
+    )
+    with pytest.raises(ValueError, match=r"model\.builder = '\$\{evil\}' is an interpolation"):
+        load_run(run)
+    assert not marker.exists()
 
-    for group, package in TRUSTED_TARGETS.items():
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"callbacks": {"x": {"_target_": "loldu.run.folder.atomic_write_text", "path": "p", "text": "t"}}},
+        {"optimizer": {"_target_": "torch.optim.Optimizer.load_state_dict"}},
+        {"trainer": {"_target_": "lightning.Trainer", "strategy": {"_target_": "os.system", "command": "true"}}},
+        {"method": {"_target_": "loldu.models.tiny.tiny_sd"}},
+        {"logger": {"csv": {"_target_": "lightning.pytorch.loggers.logger.rank_zero_experiment"}}},
+    ],
+    ids=[
+        "function as callback",
+        "method of an optimizer",
+        "nested in trainer",
+        "target in a plain node",
+        "not a logger",
+    ],
+)
+def test_every_instantiated_node_may_name_only_its_own_kind(tmp_path, node):
+    run = _run_folder(tmp_path, {"builder": {"_target_": "loldu.models.tiny.tiny_text_classifier"}})
+    config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create({**config, **node})))
+    with pytest.raises(ValueError, match="is not allowed"):
+        load_config(run)
+
+
+@pytest.mark.parametrize("text", ["model: [unclosed", "!!python/object/apply:os.system ['true']", "- a\n- b\n"])
+def test_a_damaged_config_is_refused_as_such(tmp_path, text):
+    run = _run_folder(tmp_path, {"builder": {"_target_": "loldu.models.tiny.tiny_text_classifier"}})
+    (run / "config.yaml").write_text(text)
+    with pytest.raises(ValueError, match="not valid YAML|does not hold a config"):
+        load_config(run)
+
+
+def test_every_target_the_configs_name_is_allowed():
+    from loldu.config.saved import TARGET_PACKAGES
+    from loldu.run.finished import check_targets
+
+    named = 0
+    for group in TARGET_PACKAGES:
         for path in sorted((CONF / group).glob("*.yaml")):
-            node = OmegaConf.load(path)
-            check_targets(OmegaConf.create({group: OmegaConf.to_container(node)}), path)
-            assert package in OmegaConf.to_yaml(node) or "defaults" in node, path  # every file names one or includes
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            node.pop("defaults", None)
+            check_targets({group: node}, path)
+            named += "_target_" in OmegaConf.to_yaml(OmegaConf.create(node))
+    assert named >= 20  # the builders, data modules, optimizer, trainers, callbacks and loggers were all seen

@@ -9,6 +9,7 @@ that reads a config outside Hydra calls :func:`register_resolvers`.
 
 from loldu.config.checks import check_config, check_rank_fits
 from loldu.config.names import ALIASES, EXAMPLE_MODEL, RANKED_METHODS, SPANNING_METHODS, canonical, choice, unescape
+from loldu.config.refusal import is_refusal, mark_refusal, refuse
 from loldu.config.resolvers import register as register_resolvers
 
 __all__ = [
@@ -20,6 +21,9 @@ __all__ = [
     "check_config",
     "check_rank_fits",
     "choice",
+    "is_refusal",
+    "mark_refusal",
+    "refuse",
     "register_resolvers",
     "unescape",
 ]

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from loldu.config.names import EXAMPLE_MODEL, RANKED_METHODS, SPANNING_METHODS, choice
+from loldu.config.schema import check_method_options, check_override_types
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Not settings: what a user may type instead, and where to go.
@@ -88,8 +89,13 @@ VALUE_RULES = {
     "save_merged": (_is_bool, lambda v: True, "true or false, e.g. save_merged=true"),
     "skip_unfit_ranks": (_is_bool, lambda v: True, "true or false, e.g. skip_unfit_ranks=true"),
     "plan": (_is_bool, lambda v: True, "true or false, e.g. plan=true"),
+    "task.max_length": (_is_int, lambda v: v >= 1, "an integer >= 1 (tokens per example), e.g. task.max_length=128"),
+    "task.max_steps": (_is_int, lambda v: v >= 1, "an integer >= 1 (optimizer steps), e.g. task.max_steps=400"),
+    "task.num_labels": (_is_int, lambda v: v >= 1, "an integer >= 1 (1: regression), or null (from the data)"),
+    "trainer.accumulate_grad_batches": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. 4"),
+    "trainer.log_every_n_steps": (_is_int, lambda v: v >= 1, "an integer >= 1, e.g. 10"),
 }
-NULLABLE = ("lr", "head_lr", "rank", "alpha")
+NULLABLE = ("lr", "head_lr", "rank", "alpha", "task.max_length", "task.num_labels")
 SCHEDULERS = ("linear", "constant")
 
 
@@ -165,7 +171,7 @@ def command_line(hydra_cfg: DictConfig | None) -> list:
     return OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
 
 
-def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
+def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None, defaults: DictConfig | None = None) -> None:
     """Refuse ``+group.key=value`` where nothing reads ``key``: a node with no ``_target_`` above or in it
     (``+task.num_label=3``). Keys added to an instantiated node are its keyword arguments and pass
     (``+trainer.max_steps=10``); ``method.options`` is checked against the method's config class.
@@ -176,7 +182,8 @@ def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> No
     groups = set(hydra_cfg.runtime.choices) if hydra_cfg else set()
     for override in command_line(hydra_cfg):
         path = override.key_or_group
-        if not override.is_add() or "." not in path or path in groups or path.split(".")[0] == "hydra":
+        added = override.is_add() or override.is_force_add()
+        if not added or "." not in path or path in groups or path.split(".")[0] == "hydra":
             continue
         parent_path, key = path.rsplit(".", 1)
         if parent_path == "method.options" or _consumed_by_target(cfg, path):
@@ -185,10 +192,55 @@ def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> No
         siblings = [str(k) for k in parent if k != key] if OmegaConf.is_dict(parent) else []
         close = _suggest(key, siblings)
         hint = f"did you mean {parent_path}.{close}={override.value()}? " if close else ""
+        if override.is_force_add() and defaults is not None:
+            before = OmegaConf.select(defaults, parent_path, default=None, throw_on_resolution_failure=False)
+            if OmegaConf.is_dict(before) and key in before:
+                continue  # ++ of a key the node has: a plain override
         raise ValueError(
-            f"{parent_path} has no setting {key!r} (+{path}={override.value()}): {hint}"
+            f"{parent_path} has no setting {key!r} ({override.input_line}): {hint}"
             f"its settings are {', '.join(sorted(siblings))}"
         )
+
+
+def unknown_keys(argv: list[str], config_name: str = "train") -> list[str]:
+    """Lines naming each key of a command line that its config lacks, with the closest existing key
+    (``task.max_lenght=5``: did you mean task.max_length=5?): what ``train.py`` adds to Hydra's "not in struct"
+    message after a failed composition. Composes the config again with the command line's group choices only.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv[1:] if "=" in a and a[0] != "-"])
+    except Exception:  # an override Hydra cannot parse: its own message says why
+        return []
+    groups = ("model", "task", "method", "optimizer", "trainer", "logger", "callbacks", "experiment", "sweep", "debug")
+    chosen = [o.input_line for o in overrides if o.key_or_group in groups]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            defaults = compose(config_name=config_name, overrides=chosen)
+    except Exception:
+        return []
+    lines = []
+    for override in overrides:
+        path = override.key_or_group
+        if override.is_add() or override.is_force_add() or path.split(".")[0].split("/")[0] == "hydra":
+            continue
+        parent_path, key = path.rsplit(".", 1) if "." in path else ("", path)
+        parent = OmegaConf.select(defaults, parent_path, default=None, throw_on_resolution_failure=False)
+        if parent_path == "":
+            parent = defaults
+        if not OmegaConf.is_dict(parent) or key in parent or (not parent_path and key in groups):
+            continue
+        siblings = [str(k) for k in parent if k != "hydra"]
+        close = _suggest(key, siblings)
+        dotted = f"{parent_path}.{close}" if parent_path else close
+        hint = f"did you mean {dotted}={override.value()}? " if close else ""
+        where = f"{parent_path} has no setting {key!r}" if parent_path else f"unknown setting {key!r}"
+        lines.append(f"{where} ({override.input_line}): {hint}the settings are {', '.join(sorted(siblings))}")
+    return lines
 
 
 def _consumed_by_target(cfg: DictConfig, path: str) -> bool:
@@ -237,6 +289,113 @@ def check_method_settings(cfg: DictConfig, hydra_cfg: DictConfig | None = None) 
             )
 
 
+def composed_defaults(hydra_cfg: DictConfig) -> DictConfig:
+    """The job's config composed again with only its command line's group choices (``model=vit``,
+    ``experiment=...``): what each value the command line sets replaced (:func:`check_override_types`)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    groups = set(hydra_cfg.runtime.choices)
+    chosen = [o.input_line for o in command_line(hydra_cfg) if o.key_or_group in groups]
+    if GlobalHydra.instance().is_initialized():  # under @hydra.main: its search path
+        return compose(config_name=_primary_name(hydra_cfg), overrides=chosen)
+    with initialize_config_dir(config_dir=str(conf_dir(hydra_cfg)), version_base="1.3"):  # a composed cfg
+        return compose(config_name=_primary_name(hydra_cfg), overrides=chosen)
+
+
+def check_alpha_follows_rank(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
+    """Refuse a rank given on the command line under an ``alpha`` a preset fixed for another rank (the preset's
+    ``alpha: 768`` kept with ``rank=8`` makes sigma0 = 96): the command line sets both, or alpha=null.
+
+    Raises:
+        ValueError: naming both values and the two fixes.
+    """
+    given = {o.key_or_group for o in command_line(hydra_cfg) if not o.is_delete()}
+    alpha, rank = cfg.get("alpha"), cfg.get("rank")
+    if "rank" in given and "alpha" not in given and alpha is not None and rank is not None and alpha != rank:
+        raise ValueError(
+            f"rank={rank} was given, and alpha={alpha} comes from a preset written for another rank "
+            f"(sigma0 = alpha / rank = {alpha / rank:g}): give alpha too, e.g. alpha={rank} (sigma0 = 1), "
+            "or alpha=null (alpha = rank)"
+        )
+
+
+def check_epochs(cfg: DictConfig) -> None:
+    """Refuse ``trainer.max_epochs`` set apart from ``epochs``: one source for the number of epochs (the trainer
+    follows ``epochs``; diffusion tasks train by ``task.max_steps``).
+
+    Raises:
+        ValueError: naming both and the setting to use.
+    """
+    trainer_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None, throw_on_resolution_failure=False)
+    if trainer_epochs is not None and trainer_epochs != cfg.get("epochs"):
+        raise ValueError(
+            f"trainer.max_epochs={trainer_epochs} differs from epochs={cfg.get('epochs')}: the number of epochs "
+            f"has one setting, epochs (the trainer, the schedule and the records follow it); use "
+            f"epochs={trainer_epochs}"
+        )
+
+
+def check_monitor(cfg: DictConfig) -> None:
+    """Refuse a ``task.monitor`` the task never logs: ``val/<one of task.metrics>`` or ``val/loss``.
+
+    Raises:
+        ValueError: naming the metrics the task logs.
+    """
+    monitor, metrics = cfg.task.get("monitor"), cfg.task.get("metrics")
+    if monitor is None:
+        return
+    logged = ["val/loss"] + [f"val/{m}" for m in (metrics or [])]
+    if (metrics and monitor not in logged) or not str(monitor).startswith("val/"):
+        close = _suggest(str(monitor), logged)
+        hint = f"did you mean task.monitor={close}? " if close else ""
+        raise ValueError(
+            f"task.monitor={monitor} is not logged by task {choice('task')}: {hint}it logs "
+            f"{', '.join(logged) if metrics else 'val/<metric> names'} (task.metrics adds one)"
+        )
+
+
+#: Local data sources -> their path settings (under ``task.data.source_args``; ``task.data`` for DreamBooth's).
+LOCAL_PATHS = {
+    "text_csv": ("train", "validation", "test"),
+    "imagefolder": ("root",),
+    "instruction_json": ("path",),
+}
+
+
+def check_local_paths(cfg: DictConfig) -> None:
+    """Refuse a local data path that does not exist, or one file given as two splits, before anything loads (the
+    data modules check the content later, also for identical copies under other names).
+
+    Raises:
+        ValueError: naming the setting, the path and the fix.
+    """
+    data = cfg.task.get("data") or {}
+    source = data.get("source") if OmegaConf.is_dict(data) else None
+    args = data.get("source_args") if source in LOCAL_PATHS else None
+    paths = {f"task.data.source_args.{k}": args.get(k) for k in LOCAL_PATHS.get(source, ()) if args is not None}
+    if OmegaConf.is_dict(data) and "instance_dir" in data:
+        paths["task.data.instance_dir"] = data.get("instance_dir")
+        paths["task.data.class_dir"] = data.get("class_dir") if data.get("class_dir") else None
+    seen: dict[str, str] = {}
+    for key, value in paths.items():
+        if value is None or key.endswith("class_dir"):  # class images are generated into class_dir when missing
+            continue
+        path = Path(str(value)).expanduser()
+        if not path.exists():
+            raise ValueError(
+                f"{key}={value}: no such file or folder (relative paths start where you run train.py, here "
+                f"{Path.cwd()}); give the path of your data"
+            )
+        resolved = str(path.resolve())
+        if resolved in seen:
+            raise ValueError(
+                f"{key}={value} is the same file as {seen[resolved]}: a split evaluated on the data it trained on "
+                "means nothing; give a file of its own, or leave it null (a seeded slice of train)"
+            )
+        seen[resolved] = key
+
+
 def check_config(cfg: DictConfig) -> None:
     """Refuse bad input before anything is loaded, naming the fix: unknown keys, values of the wrong kind, method
     settings the method does not read, a model/task family mismatch, ranks that cannot fit.
@@ -246,9 +405,16 @@ def check_config(cfg: DictConfig) -> None:
     """
     hydra_cfg = hydra_config()
     check_top_level_keys(cfg, hydra_cfg)
-    check_added_keys(cfg, hydra_cfg)
+    defaults = composed_defaults(hydra_cfg) if hydra_cfg is not None else None
+    check_added_keys(cfg, hydra_cfg, defaults)
     check_values(cfg)
+    if defaults is not None:
+        check_override_types(cfg, defaults, command_line(hydra_cfg))
+    check_method_options(cfg)
     check_method_settings(cfg, hydra_cfg)
+    check_alpha_follows_rank(cfg, hydra_cfg)
+    check_epochs(cfg)
+    check_monitor(cfg)
     model_family, task_family = cfg.model.family, cfg.task.family
     if task_family != model_family:
         raise ValueError(
@@ -273,7 +439,7 @@ def check_rank_fits(cfg: DictConfig) -> None:
         ValueError: naming the largest rank that fits.
     """
     r, full, name = cfg.method.r, cfg.model.full_rank, cfg.method.name
-    if r is None or full is None:
+    if r is None or full is None or cfg.get("skip_unfit_ranks"):  # skip_unfit_ranks: the run is skipped instead
         return
     if name in RANKED_METHODS and r > full:
         raise ValueError(

@@ -12,7 +12,7 @@ import os
 from omegaconf import OmegaConf
 
 from loldu.config.names import canonical
-from loldu.config.run_dir import resume_run_dir, run_stamp
+from loldu.config.run_dir import hydra_record_dir, resume_run_dir, run_stamp
 
 
 def wandb_mode(mode: str | None) -> str:
@@ -27,6 +27,7 @@ RESOLVERS = {
     "wandb_mode": (wandb_mode, False),  # conf/logger/wandb.yaml
     "run_stamp": (run_stamp, True),  # conf/hydra/default.yaml: run and sweep folders
     "resume_run_dir": (resume_run_dir, False),  # conf/hydra/default.yaml: resume=<run dir> or auto
+    "hydra_record_dir": (hydra_record_dir, False),  # conf/hydra/default.yaml: no new .hydra/ in a resumed run
 }
 
 

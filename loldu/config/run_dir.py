@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
+from loldu.config.run_lock import hold_run_folder
+from loldu.config.saved import read_saved_overrides
+
 #: A run folder's status record (written by :mod:`loldu.run.folder`).
 STATUS_FILE = "status.json"
 #: The resumable checkpoint inside a run folder (written by :class:`loldu.run.checkpointing.ResumableCheckpoint`).
@@ -67,13 +70,78 @@ def resume_run_dir(resume: Any, new_dir: str, *, _root_: DictConfig) -> str:
         choices = _root_.hydra.runtime.choices
         root = Path(new_dir).parents[1]  # outputs/<date>/<run>: search all of outputs/
         found = find_unfinished(root, choices.model, choices.task, choices.method)
-        return str(found) if found is not None else new_dir
+        if found is None:
+            return new_dir
+        hold_run_folder(found)  # before Hydra writes into it; refuses a run another process is resuming
+        return str(found)
     if not Path(str(resume)).is_dir():
         raise FileNotFoundError(f"resume={resume}: no such run folder (give a run folder, or resume=auto)")
     return str(resume)
+
+
+def hydra_record_dir(resume: Any, *, _root_: DictConfig) -> str | None:
+    """``hydra.output_subdir``: ``.hydra`` for a new run; None (Hydra writes no record) when the run continues an
+    existing run folder, so that the folder keeps the record of the run that made it: a resumption must match it
+    anyway, and a refused one must not overwrite what the next ``resume=<run dir>`` reads."""
+    if resume in (None, ""):
+        return ".hydra"
+    if resume == "auto":
+        choices = _root_.hydra.runtime.choices
+        root = Path(_root_.hydra.run.dir).parents[1] if _root_.hydra.run.dir else Path("outputs")
+        return None if find_unfinished(root, choices.model, choices.task, choices.method) else ".hydra"
+    return None
 
 
 def run_stamp() -> str:
     """``<date>/<time>-<microseconds>-<pid>`` (``2026-11-25/03-25-01-123456-4242``): the start of a run folder's
     path (conf/hydra/default.yaml) that no other run shares, even one started in the same second."""
     return f"{datetime.now():%Y-%m-%d/%H-%M-%S-%f}-{os.getpid()}"
+
+
+#: Flags of a command line that runs nothing in the folder it names (or runs several jobs in their own folders).
+NO_RUN = {"-m", "--multirun", "--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "--resolve", "-p", "--package"}
+#: Overrides a resumed run never takes from the saved ones: where it runs, and Hydra's own settings.
+NOT_RESUMED = ("resume", "output_dir", "hydra")
+
+
+def override_key(override: str) -> str:
+    """The key an override sets (``+task.x=1`` -> ``task.x``, ``~logger`` -> ``logger``)."""
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def run_arguments(argv: list[str]) -> list[str]:
+    """The command line a run composes from, with the folder it names locked before Hydra writes into it.
+
+    ``resume=<run dir>``: the run's own overrides (its ``.hydra/overrides.yaml``, read as data) that the command
+    line does not set come first, so that ``python train.py resume=<run dir>`` alone continues with the run's
+    settings (a sweep job's preset runs as a single run: ``hydra.mode=RUN``). ``hydra.run.dir=<folder>``: that
+    folder is locked. Other command lines come back unchanged (a new run's default folder is unique to it;
+    ``resume=auto`` picks and locks its folder while composing).
+
+    Raises:
+        FileNotFoundError: ``resume`` names no folder, or a folder that holds no run.
+        RunFolderBusy: another process holds that run folder.
+        UnsafeRunFolder: its saved overrides are not plain data.
+    """
+    given = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
+    values = {override_key(a): a.split("=", 1)[1].strip("'\"") for a in given}
+    resume = values.get("resume")
+    if resume in (None, "", "auto", "null", "None"):
+        if values.get("hydra.run.dir") and not set(argv) & NO_RUN:
+            hold_run_folder(values["hydra.run.dir"])
+        return argv
+    run_dir = Path(resume)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"resume={resume}: no such run folder (give a run folder, or resume=auto)")
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"resume={resume}: {run_dir} is not a run folder (no config.yaml): nothing to resume")
+    hold_run_folder(run_dir)
+    own = {override_key(a) for a in given}
+    saved = [
+        o
+        for o in read_saved_overrides(run_dir)
+        if override_key(o) not in own and override_key(o).split(".")[0].split("/")[0] not in NOT_RESUMED
+    ]
+    if any(override_key(o) == "sweep" for o in saved):
+        saved.append("hydra.mode=RUN")  # the job of a sweep preset: this one job, not the sweep again
+    return argv[:1] + saved + argv[1:]

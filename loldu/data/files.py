@@ -116,7 +116,10 @@ def _scan_classes(folder: Path, extensions: tuple[str, ...]) -> dict[str, list[P
             if p.is_file() and p.suffix.lower() in extensions and not p.name.startswith(".")
         )
         if not files:
-            raise ValueError(f"The class folder {str(class_dir)!r} is empty: it holds no images {list(extensions)}.")
+            raise ValueError(
+                f"The class folder {str(class_dir)!r} is empty: it holds no images {list(extensions)}; add its "
+                "images, or move the folder out of the data folder if it is not a class."
+            )
         classes[class_dir.name] = files
     return classes
 
@@ -139,10 +142,25 @@ def _layout(root: Path) -> dict[str, Path]:
     return layout
 
 
+def split_folders(root: str | Path) -> dict[str, Path]:
+    """The folder of each split part in an :func:`imagefolder` root: ``{"train": root}`` for one folder per class,
+    else the train/val/test folders by part name (``"validation"`` for val/valid).
+
+    Args:
+        root: The dataset folder (it must exist).
+
+    Returns:
+        Part name -> the folder that holds its class folders.
+    """
+    return _layout(Path(root).expanduser())
+
+
 def imagefolder(root: str, extensions: Sequence[str] | None = None, verify: bool = True) -> DatasetDict:
     """Images in class folders: ``root/{train,val,test}/<class>/*`` or just ``root/<class>/*`` (then split).
 
-    Class names are the sorted class-folder names of ``train``; images are decoded lazily with PIL.
+    Class names are the sorted class-folder names of ``train``; images are decoded lazily with PIL. Hidden folders
+    and files (a name starting with ``.``, e.g. ``.ipynb_checkpoints``) are skipped; the data module's checks report
+    the skipped folders (see :mod:`loldu.data.sanity`).
 
     Args:
         root: The dataset folder. A ``val`` (or ``valid``/``validation``) or ``test`` folder missing from the split

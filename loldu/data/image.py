@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict
 
-from loldu.data.files import imagefolder
+from loldu.data.files import imagefolder, split_folders
 from loldu.data.hub import hub_image
 from loldu.data.module import LabelledDataModule
 from loldu.data.packaged import ANIMAL_NAMES, animal_mnist, digits
+from loldu.data.sanity import SanityReport, check_class_folders
 from loldu.data.splits import check_size
 
 IMAGE_SOURCES: dict[str, Callable[..., Any]] = {
@@ -150,6 +152,36 @@ class ImageClassificationDataModule(LabelledDataModule):
         if self.source == "imagefolder":
             return "; put the images of each class in a sub-folder of their own (root/<class>/*.png)"
         return ""
+
+    def _label_what(self) -> str:
+        if self.source == "imagefolder":
+            return f"{self.where()}: the class folders"
+        return super()._label_what()
+
+    def _label_column_fix(self) -> str:
+        if self.source == "imagefolder":
+            return "put the images of each class in one sub-folder of their own (root/<class>/*.png)"
+        return super()._label_column_fix()
+
+    def _class_places(self, names: list[str]) -> dict[str, str]:
+        if self.source != "imagefolder":
+            return {}
+        train = split_folders(self.source_args["root"])["train"]  # the root itself in a flat layout
+        return {name: str(train / name) for name in names}
+
+    def _duplicates_fix(self) -> str:
+        if self.source == "imagefolder":
+            return "delete the copied image files (identical bytes) so that every image is in one split only"
+        if self.source in ("digits", "animal_mnist"):
+            return f"these are the {self.source} data's own repeats, kept as published: scores include them"
+        return super()._duplicates_fix()
+
+    def _check_data(self, report: SanityReport, parts: DatasetDict) -> None:
+        if self.source == "imagefolder":
+            root = Path(self.source_args["root"]).expanduser()
+            folders = list(dict.fromkeys([root, *split_folders(root).values()]))
+            check_class_folders(report, folders, list(parts["train"].features["label"].names))
+        super()._check_data(report, parts)
 
     def attach(self, **model_parts: Any) -> None:
         """Sets the model's input size and normalisation (``image_size``, ``mean``, ``std``) before :meth:`setup`.

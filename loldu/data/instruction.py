@@ -47,10 +47,11 @@ class InstructionDataModule(SplitDataModule):
 
     :meth:`check` reads the source (and drops repeats with ``dedupe``) and splits it: a seeded permutation gives
     validation, then test, then train (disjoint; whole prompt groups with ``group_by_instruction``), capped by
-    ``limit_train`` / ``limit_eval``. :meth:`setup` tokenizes every example once (see
-    :func:`~loldu.data.prompts.tokenize_examples`) and drops the examples whose prompt alone fills ``cutoff_len``
-    (counted per split in :attr:`dropped`). Batches hold right-padded int64 ``input_ids``, ``attention_mask`` and
-    ``labels`` (-100 on the prompt unless ``train_on_inputs``, and on padding).
+    ``limit_train`` / ``limit_eval``; prompts (instruction and input) repeated across splits are counted and warned
+    about (see :mod:`loldu.data.sanity` and :attr:`sanity`), never refused. :meth:`setup` tokenizes every example
+    once (see :func:`~loldu.data.prompts.tokenize_examples`) and drops the examples whose prompt alone fills
+    ``cutoff_len`` (counted per split in :attr:`dropped`). Batches hold right-padded int64 ``input_ids``,
+    ``attention_mask`` and ``labels`` (-100 on the prompt unless ``train_on_inputs``, and on padding).
 
     Args:
         source: One of ``alpaca_hub``, ``instruction_json``, ``chatterbot``.
@@ -155,6 +156,16 @@ class InstructionDataModule(SplitDataModule):
             self.duplicates_removed = len(train) - len(keep)
             parts = DatasetDict(train=train.select(keep))
         return parts
+
+    def _duplicates_fix(self) -> str:
+        fixes = [
+            f"task.data.{key}=true"
+            for key, on in (("dedupe", self.dedupe), ("group_by_instruction", self.group_by_instruction))
+            if not on
+        ]
+        if fixes:
+            return f"set {' '.join(fixes)} to keep training prompts out of evaluation"
+        return "drop the repeated prompts from the data so that every prompt is in one split only"
 
     def _groups(self, train: Dataset) -> list[np.ndarray] | None:
         if not self.group_by_instruction:

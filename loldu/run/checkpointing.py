@@ -10,15 +10,26 @@ renamed over it (atomic on POSIX), so a kill during a save leaves the previous c
 :meth:`~loldu.tasks.common.FineTuneModule.on_save_checkpoint` keeps, never the frozen base), optimizer,
 scheduler and loop state (Lightning's own), plus what Lightning leaves out and an identical continuation needs:
 the random number generators, the training loader's shuffling generator, and the position in the epoch.
+
+Each checkpoint file has a ``<name>.sha256`` beside it (``sha256sum`` format: ``sha256sum -c last.ckpt.sha256`` in
+``checkpoints/`` checks it by hand), and the resumable one keeps its predecessor as ``previous.ckpt``: before a new
+``last.ckpt`` replaces the old one, the old one (when it matches its digest) becomes ``previous.ckpt``.
+:func:`verify_checkpoint` checks ``last.ckpt`` before a run resumes from it, and names ``previous.ckpt`` when that
+one verifies. The order of the renames (:meth:`AtomicCheckpoint._put_in_place`) leaves, wherever a kill falls, at
+least one of the two matching its digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
 import random
+import shutil
 import warnings
+import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,20 +37,236 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import Sampler
 
+from loldu.config.run_dir import CHECKPOINT
 from loldu.methods import adapter_state_dict
+from loldu.run.folder import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
+DIGEST_SUFFIX = ".sha256"
+#: The resumable checkpoint's predecessor, beside it (``checkpoints/previous.ckpt``).
+PREVIOUS_NAME = "previous"
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_path(path: str | Path) -> Path:
+    """Where the digest of checkpoint ``path`` is kept: ``<path>.sha256``."""
+    return Path(f"{path}{DIGEST_SUFFIX}")
+
+
+def write_digest(path: str | Path, digest: str) -> Path:
+    """Write ``<hex>  <name>`` (``sha256sum`` format) to ``<path>.sha256``, atomically; returns that file."""
+    return atomic_write_text(digest_path(path), f"{digest}  {Path(path).name}\n")
+
+
+def read_digest(path: str | Path) -> str | None:
+    """The digest ``<path>.sha256`` records (None when there is no such file).
+
+    Raises:
+        ValueError: the file does not start with a sha256 (64 hexadecimal digits).
+    """
+    file = digest_path(path)
+    if not file.is_file():
+        return None
+    words = file.read_text(errors="replace").split()
+    digest = words[0].lower() if words else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(
+            f"{file} is not a sha256 digest file (it should hold '<64 hex digits>  {Path(path).name}'): it was "
+            "damaged or edited; its checkpoint cannot be verified. Start a new run"
+        )
+    return digest
+
+
+def matches_digest(path: str | Path) -> bool | None:
+    """Whether checkpoint ``path`` matches its ``.sha256`` (None: it has no digest file; False: no file, or a
+    digest file that is not one)."""
+    try:
+        want = read_digest(path)
+    except ValueError:
+        return False
+    if want is None:
+        return None
+    return Path(path).is_file() and file_digest(path) == want
+
+
+def _fsync_and_digest(path: str) -> str:
+    """sha256 of ``path``, read once, whose data is then flushed to disk (before the rename that publishes it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (where the system allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class AtomicCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that writes ``<name>.part`` and renames it to ``<name>`` once complete."""
+    """ModelCheckpoint that writes ``<name>.part`` and renames it to ``<name>`` once complete, with its digest
+    ``<name>.sha256`` beside it.
+
+    Attributes:
+        keep_previous: keep the checkpoint a save replaces as ``previous.ckpt`` (with its digest), when it
+            matches its own; :class:`ResumableCheckpoint` sets it.
+    """
+
+    keep_previous = False
 
     def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
         part = f"{filepath}.part"
         super()._save_checkpoint(trainer, part)
         if trainer.is_global_zero:
-            os.replace(part, filepath)
+            self._put_in_place(part, filepath)
         self._last_checkpoint_saved = filepath
+
+    def _put_in_place(self, part: str, filepath: str) -> None:
+        """Publish the complete ``part`` as ``filepath`` with its digest, keeping the old one as previous.
+
+        The order makes every kill leave a checkpoint that matches its digest: (1) the old ``last.ckpt`` is
+        hard-linked (or copied) to ``previous.ckpt.part``; (2) ``previous.ckpt.sha256`` gets its digest, then
+        ``previous.ckpt.part`` is renamed into place, so ``last.ckpt`` still matches its digest meanwhile; (3)
+        ``last.ckpt.sha256`` gets the new digest, then ``last.ckpt.part`` is renamed into place: between the two,
+        ``last.ckpt`` does not match its digest but ``previous.ckpt``, the same checkpoint, does (and
+        :func:`verify_checkpoint` says so). A sharded checkpoint (a folder) is renamed without a digest.
+        """
+        if not os.path.isfile(part):
+            os.replace(part, filepath)
+            return
+        digest = _fsync_and_digest(part)
+        if self.keep_previous:
+            self._keep_as_previous(Path(filepath))
+        write_digest(filepath, digest)
+        os.replace(part, filepath)
+        _fsync_dir(Path(filepath).parent)
+
+    def _keep_as_previous(self, last: Path) -> None:
+        """Keep checkpoint ``last`` as ``previous<ext>`` beside it, if it matches its digest (or has none, as an
+        older run's: it gets one now); a damaged one is not kept, so an older good previous stays."""
+        if not last.is_file():
+            return
+        matches = matches_digest(last)
+        if matches is False:
+            log.warning("%s does not match its digest: not kept as the previous checkpoint", last)
+            return
+        digest = read_digest(last) if matches else file_digest(last)
+        previous = last.with_name(f"{PREVIOUS_NAME}{self.FILE_EXTENSION}")
+        part = previous.with_name(f"{previous.name}.part")
+        part.unlink(missing_ok=True)
+        try:
+            os.link(last, part)  # no copy: the new last.ckpt replaces the name, not this file's data
+        except OSError:
+            shutil.copyfile(last, part)
+        write_digest(previous, digest)
+        os.replace(part, previous)
+
+    def _remove_checkpoint(self, trainer: Any, filepath: str) -> None:
+        """Remove a checkpoint Lightning no longer keeps (``save_top_k``), and its digest."""
+        super()._remove_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            digest_path(filepath).unlink(missing_ok=True)
+
+
+def _global_step(path: Path) -> int | None:
+    """The ``global_step`` a checkpoint records (None where it cannot be read: a tensors-only load, no pickled
+    code runs; the tensors are mapped, not read)."""
+    try:
+        step = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    except Exception:
+        return None
+    return int(step) if isinstance(step, int) else None
+
+
+def _previous_hint(last: Path) -> str:
+    """What to say about ``previous.ckpt`` beside ``last`` in a refusal."""
+    previous = last.with_name(f"{PREVIOUS_NAME}{last.suffix}")
+    if not previous.is_file():
+        return "There is no previous checkpoint to fall back on: start a new run"
+    if not matches_digest(previous):
+        return f"Its previous checkpoint {previous} does not verify either: start a new run"
+    step = _global_step(previous)
+    at = f" (step {step})" if step is not None else ""
+    return (
+        f"Its previous checkpoint {previous}{at} verifies: to resume from it, move it and its {DIGEST_SUFFIX} "
+        f"over {last.name} and {last.name}{DIGEST_SUFFIX}, or start a new run"
+    )
+
+
+def _why_no_match(path: Path) -> str:
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        return f"it is incomplete ({size} bytes, not a whole checkpoint archive: cut short or overwritten)"
+    return f"its bytes changed after it was saved ({size} bytes; e.g. a flipped bit on disk or an edit)"
+
+
+def verify_checkpoint(run_dir: str | Path) -> str:
+    """The checkpoint a resumed run continues from: ``<run_dir>/checkpoints/last.ckpt``, once checked.
+
+    It must match its digest ``last.ckpt.sha256``; one without a digest (written before digests existed) is
+    accepted with a logged warning. It must then read back as a checkpoint (what Lightning's resume does, without
+    the tensors' data). Never falls back silently: when ``last.ckpt`` is refused and ``previous.ckpt`` verifies,
+    the message says so and how to resume from it.
+
+    Returns:
+        The path of ``last.ckpt``.
+
+    Raises:
+        FileNotFoundError: there is no ``last.ckpt``.
+        ValueError: ``last.ckpt`` does not match its digest (damaged, cut short, edited), its digest file is
+            malformed, or it matches but cannot be read back (one line, naming the file and why).
+    """
+    last = Path(run_dir) / CHECKPOINT
+    if not last.is_file():
+        raise FileNotFoundError(f"{last} not found: the run has no resumable checkpoint. {_previous_hint(last)}")
+    try:
+        want = read_digest(last)
+    except ValueError as error:
+        raise ValueError(f"{error}. {_previous_hint(last)}") from None
+    if want is None:
+        log.warning(
+            "%s has no digest (%s%s: written before checkpoints had one): resuming from it unverified",
+            last,
+            last.name,
+            DIGEST_SUFFIX,
+        )
+    elif file_digest(last) != want:
+        raise ValueError(
+            f"{last} does not match its digest {last.name}{DIGEST_SUFFIX}: {_why_no_match(last)}. "
+            f"{_previous_hint(last)}"
+        )
+    try:
+        torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:200]
+        verified = "matches its digest but" if want is not None else "has no digest and"
+        raise ValueError(
+            f"{last} {verified} cannot be read back as a checkpoint ({type(error).__name__}: {first}): it was "
+            f"written by another version of torch or of this code, or damaged before its digest. "
+            f"{_previous_hint(last)}"
+        ) from None
+    return str(last)
 
 
 def rng_state() -> dict:
@@ -129,6 +356,7 @@ class ResumableCheckpoint(AtomicCheckpoint):
     """
 
     resumable = True  # not a best-epoch checkpoint: the task families test the best one (loldu.tasks.base)
+    keep_previous = True  # checkpoints/previous.ckpt: what to resume from when last.ckpt is damaged
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -1,5 +1,6 @@
 """Working with finished run folders: rebuild the trained model from ``config.yaml`` and ``adapter/`` (a run
-folder is data: only the project's own builders are instantiated), and write its merged model once.
+folder is data: read by :mod:`loldu.config.saved`, only allowed builders are instantiated), and write its merged
+model once.
 """
 
 from __future__ import annotations
@@ -12,80 +13,116 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from loldu.config import register_resolvers
+from loldu.config.saved import TARGET_PACKAGES, UnsafeRunFolder, allowed_target, read_run_config, targets
 from loldu.methods import load_adapter
 from loldu.run.exports import save_merged
 from loldu.tasks import get_family
 
-#: The nodes of a saved config that are ever instantiated, and the package their ``_target_``s must come from:
-#: rebuilding a run calls the project's own model builders and data modules, nothing a run folder names elsewhere.
-TRUSTED_TARGETS = {"model": "loldu.models", "task": "loldu.data"}
-
 
 def load_config(run_dir: str | Path) -> DictConfig:
-    """The resolved config a run saved.
+    """The config a run saved, read as data (:func:`loldu.config.saved.read_run_config`: no interpolation, every
+    ``_target_`` within :data:`~loldu.config.saved.TARGET_PACKAGES`) and each ``_target_`` then checked to be a
+    public callable defined in that package (:func:`check_targets`).
 
     Raises:
         FileNotFoundError: ``run_dir`` is not a run folder (no ``config.yaml``).
+        UnsafeRunFolder: (a ValueError) the file is damaged, holds an interpolation or names a foreign target.
     """
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.yaml (written by train.py)")
-    register_resolvers()  # read outside Hydra: a saved config may still name them
-    cfg = OmegaConf.load(path)
-    check_targets(cfg, path)
-    return cfg
+    data = read_run_config(run_dir)
+    check_targets(data, path)
+    return OmegaConf.create(data)  # no interpolation left to resolve
 
 
-def check_targets(cfg: DictConfig, source: str | Path = "config.yaml") -> None:
-    """Refuse a saved config whose model or task nodes name a ``_target_`` outside the project's own builders
-    (:data:`TRUSTED_TARGETS`), before anything is instantiated: a shared run folder must not run code.
+def check_targets(config: dict | DictConfig, source: str | Path = "config.yaml") -> None:
+    """Refuse a config any of whose ``_target_``s, at any depth, is not a public callable defined in a package
+    :data:`~loldu.config.saved.TARGET_PACKAGES` allows for its node: a shared run folder must not run code, nor can
+    a resumed run's command line make it.
 
     Raises:
-        ValueError: naming the node, the target and the package it must come from.
+        UnsafeRunFolder: naming the node, the target and the packages it must come from.
     """
-    for node, package in TRUSTED_TARGETS.items():
-        container = OmegaConf.to_container(cfg[node], resolve=False) if node in cfg else None
-        for where, target in _targets(container, node):
-            if not _trusted(target, package):
-                raise ValueError(
-                    f"{source}: {where}._target_ = {target!r} is not one of this project's builders (a callable "
-                    f"defined in {package}); refusing to rebuild the run. Only load run folders you trust, and "
-                    f"point {where}._target_ at a {package} function"
-                )
+    data = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
+    for where, target in targets(data):
+        packages = TARGET_PACKAGES.get(where.split(".")[0].split("[")[0], ())
+        if not (allowed_target(where, target) and _trusted(str(target), packages, _kind(where))):
+            node = where.split(".")[0].split("[")[0]
+            what = _WHAT.get(node, "nothing: no _target_ belongs there")
+            shown = " or ".join(p.rstrip(".") for p in packages)
+            raise UnsafeRunFolder(
+                f"{source}: {where}._target_ = {target!r} is not allowed: a {node} node may name {what}"
+                + (f" defined in {shown}" if shown else "")
+                + f"; refusing to build from it. Only load run folders you trust, and point {where}._target_ at one"
+            )
 
 
-def _targets(node: Any, where: str):
-    """``(path, _target_)`` of every node below ``node`` that Hydra would instantiate."""
-    if isinstance(node, dict):
-        if "_target_" in node:
-            yield where, node["_target_"]
-        for key, value in node.items():
-            yield from _targets(value, f"{where}.{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _targets(value, f"{where}[{i}]")
+#: What each instantiated node of a run's config may name (checked by :func:`_kind`).
+_WHAT = {
+    "model": "one of this project's builders (a public callable)",
+    "task": "a LightningDataModule class",
+    "optimizer": "a torch optimizer class",
+    "trainer": "the Lightning Trainer or a strategy class",
+    "callbacks": "a Lightning callback class",
+    "logger": "a Lightning logger class",
+}
 
 
-def _trusted(target: Any, package: str) -> bool:
-    """Whether ``target`` names a public callable defined in ``package`` (found without leaving it)."""
-    if not isinstance(target, str) or not target.startswith(package + "."):
-        return False
-    obj: Any = importlib.import_module(package)
-    for part in target[len(package) + 1 :].split("."):
+def _kind(where: str) -> tuple[type, ...] | None:
+    """The classes a ``_target_`` at ``where`` must be (a subclass of); None: any callable (model builders)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.loggers import Logger
+    from lightning.pytorch.strategies import Strategy
+
+    return {
+        "task": (L.LightningDataModule,),
+        "optimizer": (torch.optim.Optimizer,),
+        "trainer": (L.Trainer, Strategy),
+        "callbacks": (L.Callback,),
+        "logger": (Logger,),
+    }.get(where.split(".")[0].split("[")[0])
+
+
+def _trusted(target: str, packages: tuple[str, ...], kind: tuple[type, ...] | None = None) -> bool:
+    """Whether ``target`` names a public callable defined in one of ``packages`` (found without leaving it), and
+    a subclass of ``kind`` where given: a saved callback node can only build a callback, not call a function."""
+    for prefix in packages:
+        package = prefix.rstrip(".")
+        if prefix.endswith(".") and target.startswith(prefix):
+            head, rest = package, target[len(prefix) :].split(".")
+        elif target == prefix:  # a class named in full (lightning.Trainer)
+            head, rest = target.rsplit(".", 1)[0], [target.rsplit(".", 1)[1]]
+            package = head
+        else:
+            continue
+        obj = _defined_in(head, rest, package)
+        if obj is not None and (kind is None or (isinstance(obj, type) and issubclass(obj, kind))):
+            return True
+    return False
+
+
+def _defined_in(head: str, parts: list[str], package: str) -> Any:
+    """What ``head.parts...`` names if it resolves, through ``package``'s own modules only, to a callable defined
+    in the package's distribution; None otherwise."""
+    try:
+        obj: Any = importlib.import_module(head)
+    except ImportError:
+        return None
+    for part in parts:
         if not part.isidentifier() or part.startswith("_"):
-            return False
+            return None
         if isinstance(obj, ModuleType) and not hasattr(obj, part):
             try:
                 importlib.import_module(f"{obj.__name__}.{part}")  # a submodule of the package
             except ImportError:
-                return False
+                return None
         obj = getattr(obj, part, None)
-        if isinstance(obj, ModuleType) and not obj.__name__.startswith(package + "."):
-            return False
+        if isinstance(obj, ModuleType) and not (obj.__name__ == package or obj.__name__.startswith(package + ".")):
+            return None
     defined_in = getattr(obj, "__module__", None) or ""
-    in_package = defined_in == package or defined_in.startswith(package + ".")
-    return callable(obj) and not isinstance(obj, ModuleType) and in_package
+    top = package.split(".")[0]
+    in_package = defined_in == top or defined_in.startswith(top + ".")
+    return obj if callable(obj) and not isinstance(obj, ModuleType) and in_package else None
 
 
 def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:

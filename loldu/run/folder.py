@@ -2,6 +2,7 @@
 says whether the run is running, finished or failed (with the error's first line).
 
 ``status.json`` holds ``{"status": "running" | "finished" | "failed" | "skipped", "error": <one line or null>,
+"warning": <why a finished run's numbers are doubtful (diverged, at chance) or null>,
 "started_at": <ISO time>, "ended_at": <ISO time or null>, "pid": <int>, "host": <str>}``. A folder with a
 ``metrics.json`` and no ``status.json`` is a finished run of an older version of this project.
 
@@ -27,7 +28,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from loldu.config.refusal import USER_ERRORS, mark_refusal
 from loldu.config.run_dir import STATUS_FILE, is_finished
+from loldu.config.run_lock import hold_run_folder, release_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +142,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def _record(status: str, error: str | None = None, started_at: str | None = None) -> dict:
+def _record(status: str, error: str | None = None, started_at: str | None = None, warning: str | None = None) -> dict:
     now = _now()
     ended = None if status == "running" else now
     return {
         "status": status,
         "error": error,
+        "warning": warning,
         "started_at": started_at or now,
         "ended_at": ended,
         "pid": os.getpid(),
@@ -159,7 +163,13 @@ def one_line(error: BaseException) -> str:
     return text if len(text) <= 500 else text[:497] + "..."
 
 
-def write_status(run_dir: str | Path, status: str, error: str | None = None, started_at: str | None = None) -> dict:
+def write_status(
+    run_dir: str | Path,
+    status: str,
+    error: str | None = None,
+    started_at: str | None = None,
+    warning: str | None = None,
+) -> dict:
     """Write ``run_dir/status.json`` atomically (rank 0 only); returns the record.
 
     Args:
@@ -167,20 +177,23 @@ def write_status(run_dir: str | Path, status: str, error: str | None = None, sta
         status: ``running``, ``finished``, ``failed`` or ``skipped``.
         error: the error's one line (``failed``), or why the run was skipped.
         started_at: when the run started (ISO time); None: now.
+        warning: what makes a finished run's numbers doubtful (it diverged, or ended at chance), or None.
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
-    record = _record(status, error, started_at)
+    record = _record(status, error, started_at, warning)
     if is_rank_zero():
         write_json(Path(run_dir) / STATUS_FILE, record)
     return record
 
 
 def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
-    """Make ``run_dir`` this run's folder: create it, refuse it if a run already used it, mark it ``running``.
+    """Make ``run_dir`` this run's folder: create it, take its lock (:func:`loldu.config.run_lock.hold_run_folder`,
+    held until :func:`tracked_run` ends), refuse it if a run already used it, mark it ``running``.
 
     The ``running`` status is linked into place only if no ``status.json`` exists, so of two processes started
-    on one folder exactly one gets it. Other ranks than 0 of a multi-process run only create the folder.
+    on one folder exactly one gets it, even where the lock cannot work (a network file system). Other ranks than 0
+    of a multi-process run only create the folder.
 
     Args:
         run_dir: the run folder (created if missing).
@@ -190,6 +203,7 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
         the ``running`` status record.
 
     Raises:
+        RunFolderBusy: another live process holds the folder (naming its pid, host and start time).
         FileExistsError: ``run_dir`` already holds a run (naming what it found and the fix).
         ValueError: ``reuse`` of a folder whose run finished (a result is never marked running again).
     """
@@ -198,6 +212,26 @@ def claim_run_dir(run_dir: str | Path, reuse: bool = False) -> dict:
     record = _record("running")
     if not is_rank_zero():
         return record
+    if not reuse and (found := [name for name in RUN_FILES if (run_dir / name).exists()]) and not _refused(run_dir):
+        raise FileExistsError(f"{run_dir} already holds a run ({_describe(run_dir, found)}): {_REUSE_HINT}")
+    took = hold_run_folder(run_dir)
+    try:
+        return _claim(run_dir, record, reuse)
+    except BaseException:
+        if took and not _claimed_here(run_dir):  # refused: the folder is left to whoever holds it
+            release_run_folder(run_dir)
+        raise
+
+
+def _claimed_here(run_dir: Path) -> bool:
+    """Whether ``status.json`` was written by this process (another thread of it won the claim)."""
+    try:
+        return json.loads((run_dir / STATUS_FILE).read_text()).get("pid") == os.getpid()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _claim(run_dir: Path, record: dict, reuse: bool) -> dict:
     if reuse:
         if is_finished(run_dir):  # a finished run is a result: never mark it running again
             raise ValueError(f"resume={run_dir}: that run finished; nothing to resume (start a new run)")
@@ -251,6 +285,31 @@ def _describe(run_dir: Path, found: list[str]) -> str:
         return "it has " + ", ".join(found)
 
 
+def run_warning(run_dir: Path) -> str | None:
+    """The ``health.reason`` of the run's metrics.json (a run that diverged or ended at chance), else None."""
+    try:
+        return (json.loads((run_dir / "metrics.json").read_text()).get("health") or {}).get("reason")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def mark_failed(run_dir: Path, error: BaseException, started: str) -> None:
+    """Mark the run ``failed`` with the error's one line. When the folder cannot take the atomic write (a full
+    disk: no room for the temporary copy; a folder made read-only), the record is written in place; when even that
+    fails, the reason is logged, so the failure is never hidden behind the write's own error."""
+    try:
+        write_status(run_dir, "failed", one_line(error), started)
+    except OSError as write_error:
+        record = json.dumps(_record("failed", one_line(error), started)) + "\n"
+        try:
+            with open(run_dir / STATUS_FILE, "w", encoding="utf-8") as fh:
+                fh.write(record)
+        except OSError:
+            log.error("run failed (%s) and %s could not be marked: %s", one_line(error), run_dir, one_line(write_error))
+            return
+    log.error("run failed; marked in %s: %s", run_dir / STATUS_FILE, one_line(error))
+
+
 class RunSkipped(Exception):
     """Raised by a run that decides, before any work, not to run (e.g. a sweep's rank above the model's full rank
     with ``skip_unfit_ranks``): :func:`tracked_run` marks its folder ``skipped`` with the message and returns None."""
@@ -264,7 +323,11 @@ def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(cfg: Any, *args: Any, **kwargs: Any) -> Any:
         run_dir = Path(cfg.output_dir)
-        started = claim_run_dir(run_dir, reuse=bool(getattr(cfg, "resume", None)))["started_at"]  # resume=: its folder
+        try:
+            started = claim_run_dir(run_dir, reuse=bool(getattr(cfg, "resume", None)))["started_at"]  # resume=
+        except USER_ERRORS as error:  # a folder another run holds is left as it is
+            mark_refusal(error)
+            raise
         try:
             result = fn(cfg, *args, **kwargs)
         except RunSkipped as skipped:
@@ -272,10 +335,16 @@ def tracked_run(fn: Callable[..., Any]) -> Callable[..., Any]:
             log.warning("run skipped; marked in %s: %s", run_dir / STATUS_FILE, skipped)
             return None
         except BaseException as error:  # KeyboardInterrupt and SystemExit too: the run did not finish
-            write_status(run_dir, "failed", one_line(error), started)
-            log.error("run failed; marked in %s: %s", run_dir / STATUS_FILE, one_line(error))
+            mark_failed(run_dir, error, started)
             raise
-        write_status(run_dir, "finished", None, started)
+        else:
+            try:
+                write_status(run_dir, "finished", None, started, warning=run_warning(run_dir))
+            except OSError as error:  # a full disk at the very end: the run is not a result
+                mark_failed(run_dir, error, started)
+                raise
+        finally:
+            release_run_folder(run_dir)
         return result
 
     return wrapper

@@ -2,7 +2,8 @@
 
 The run skeleton (:func:`loldu.run.skeleton.build_trainer`) adds :class:`NonFiniteGuard` to every trainer, so a
 run whose training blew up raises :class:`NonFiniteError` (``train.py`` exits non-zero, the run folder is marked
-failed and no adapter or metrics are written) instead of reporting nan, or a chance accuracy, as a result.
+failed and no adapter or metrics are written) instead of reporting nan, or a chance accuracy, as a result. A run that
+diverged and stayed finite (a loss of 8e5) is reported, not stopped, by :mod:`loldu.run.divergence`.
 """
 
 from __future__ import annotations

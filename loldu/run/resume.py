@@ -1,9 +1,10 @@
-"""Resuming a killed run: ``python train.py <same settings> resume=<run dir>`` (or ``resume=auto``).
+"""Resuming a killed run: ``python train.py resume=<run dir>`` (the run's own settings; train.py adds its saved
+overrides) or ``python train.py <same model, task, method> resume=auto``.
 
 A resumed run continues in the same run folder from ``checkpoints/last.ckpt`` (written by
 :class:`loldu.run.checkpointing.ResumableCheckpoint`), and is refused when its config differs from the saved one in
-anything that changes the result. The folder itself is picked while Hydra composes the config
-(:func:`loldu.config.run_dir.resume_run_dir`). Imports no torch.
+anything that changes the result. The folder itself is picked, and locked, before Hydra writes into it
+(:func:`loldu.config.run_dir.run_arguments`, :func:`loldu.config.run_dir.resume_run_dir`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from loldu.config.run_dir import CHECKPOINT, is_finished
+from loldu.config.saved import read_run_config
+from loldu.run.finished import check_targets
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +88,21 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
             f"resume={resume}: {run_dir} has no resumable checkpoint ({CHECKPOINT}): the run was killed before its "
             "first one, or ran with callbacks that save none; start a new run"
         )
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
-    differ = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
+    saved = read_run_config(run_dir)  # as data: no interpolation, allowed targets only
+    current = OmegaConf.to_container(cfg, resolve=True)
+    check_targets(current, "the resumed run's config")  # its overrides came from the folder too (train.py)
+    differ = config_differences(saved, current)
     if differ:
         raise ValueError(
             f"resume={resume}: this run's config differs from the saved one in {', '.join(differ)}; "
             "resume with the run's own settings, or start a new run"
         )
+    from loldu.run.checkpointing import verify_checkpoint  # torch: only when resuming
+
+    resumed = verify_checkpoint(run_dir)  # its sha256; a bad one is named, with the previous one if that verifies
     keep_csv_history(run_dir)
-    log.info("resuming %s from %s", run_dir, ckpt)
-    return str(ckpt)
+    log.info("resuming %s from %s", run_dir, resumed)
+    return resumed
 
 
 def keep_csv_history(run_dir: Path) -> Path | None:

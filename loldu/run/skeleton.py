@@ -7,6 +7,8 @@ to the data) -> method -> LightningModule -> loggers, callbacks, trainer -> fit 
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import time
 from pathlib import Path
@@ -15,17 +17,19 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from loldu.config import RANKED_METHODS, check_config, choice
+from loldu.config import RANKED_METHODS, check_config, choice, mark_refusal
+from loldu.config.refusal import USER_ERRORS
 from loldu.methods import apply_method, check_spec, count_parameters, get_method
 from loldu.methods.files import write_run_card
 from loldu.run.callbacks import PerfLogger
 from loldu.run.distributed import end_processes, full_parameters, prepare_launch
+from loldu.run.divergence import DivergenceCheck
 from loldu.run.exports import export_run
 from loldu.run.folder import RunSkipped, atomic_write_text, is_rank_zero, tracked_run, write_json
 from loldu.run.guards import NonFiniteGuard
 from loldu.run.logs import quiet
 from loldu.run.resume import resume_checkpoint
-from loldu.run.tracking import log_summary, wandb_run_args
+from loldu.run.tracking import log_summary, start_wandb, wandb_run_args
 from loldu.tasks import get_family
 
 log = logging.getLogger(__name__)
@@ -35,13 +39,19 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; write its folder; return the monitored metric (what sweeps optimise)."""
     quiet()
-    resolve_defaults(cfg)
-    skip_unfit_rank(cfg)
-    fit_to_machine(cfg)
     out = Path(cfg.output_dir)
-    ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: it is checked against the saved one
-    check_run(cfg)
-    datamodule = get_family(cfg.task.family).check_data(cfg)  # before any model loads; may fill task.num_labels
+    try:  # every check before any work: a mistake here is a refusal (train.py shows one line)
+        resolve_defaults(cfg)
+        skip_unfit_rank(cfg)
+        fit_to_machine(cfg)
+        ckpt_path = resume_checkpoint(cfg, out)  # before config.yaml is rewritten: checked against the saved one
+        check_run(cfg)
+        datamodule = get_family(cfg.task.family).check_data(cfg)  # before any model loads; may fill task.num_labels
+    except USER_ERRORS as error:
+        mark_refusal(error)  # the same error, marked: train.py shows its one line
+        raise
+    if getattr(datamodule, "sanity", None) and is_rank_zero():  # the data checks' counts and warnings, kept
+        write_json(out / "data_sanity.json", datamodule.sanity)
     L.seed_everything(cfg.seed, workers=True)
     try:
         return _run(cfg, out, datamodule, ckpt_path)
@@ -62,6 +72,7 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the checks have passed
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
     trainer = build_trainer(cfg, family.callbacks(cfg, bundle, datamodule, out), **family.trainer_overrides(cfg))
+    start_wandb(trainer.loggers)  # W&B logs in now, within ~30 s; a failure is one line (WandbLoginError)
     prepare_launch(cfg, out)  # trainer=ddp/fsdp: the processes Lightning starts run this job, in this folder
     start = time.perf_counter()
     metrics = family.fit(cfg, trainer, module, datamodule, ckpt_path=ckpt_path)
@@ -69,6 +80,9 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     perf = next((cb.summary() for cb in trainer.callbacks if isinstance(cb, PerfLogger)), {})
     if perf:
         metrics["perf"] = perf
+    health = next((cb.summary() for cb in trainer.callbacks if isinstance(cb, DivergenceCheck)), None)
+    if health:  # diverged / at chance: in metrics.json, status.json's warning, the terminal and the loggers
+        metrics["health"] = health
     with full_parameters(trainer):  # FSDP: every rank gathers, rank 0 writes
         if is_rank_zero():
             export_run(cfg, family, model, bundle, out)
@@ -134,6 +148,48 @@ def check_run(cfg: DictConfig) -> None:
     """
     check_config(cfg)
     check_spec(method_spec(cfg))
+    check_keywords(cfg)
+
+
+#: The instantiated nodes of a run's config whose keywords :func:`check_keywords` checks.
+INSTANTIATED = ("model.builder", "task.data", "optimizer", "trainer", "callbacks", "logger")
+
+
+def check_keywords(cfg: DictConfig) -> None:
+    """Refuse a keyword the class or builder of an instantiated node does not take (``+optimizer.foo=1``,
+    ``+trainer.max_step=3``), with the closest one, before anything is built.
+
+    Raises:
+        ValueError: naming the node, the keyword and what it takes.
+    """
+    from hydra.utils import get_object
+
+    nodes = []
+    for path in INSTANTIATED:
+        node = OmegaConf.select(cfg, path)
+        if path in ("callbacks", "logger") and node is not None:
+            nodes += [(f"{path}.{k}", v) for k, v in node.items() if OmegaConf.is_dict(v)]
+        elif OmegaConf.is_dict(node):
+            nodes.append((path, node))
+    for path, node in nodes:
+        if "_target_" not in node:
+            continue
+        target = get_object(node._target_)
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):  # a builtin without a signature: its own error will do
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        taken = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL and n != "self"]
+        for key in node:
+            if str(key).startswith("_") or key in taken:
+                continue
+            close = difflib.get_close_matches(str(key), taken, n=1, cutoff=0.6)
+            hint = f"did you mean {path}.{close[0]}? " if close else ""
+            raise ValueError(
+                f"{path}.{key}: {node._target_} takes no keyword {key!r}: {hint}it takes {', '.join(taken)}"
+            )
 
 
 def resolve_defaults(cfg: DictConfig) -> None:
@@ -191,7 +247,7 @@ def build_trainer(cfg: DictConfig, extra_callbacks: list, **overrides) -> L.Trai
     return instantiate(
         cfg.trainer,
         logger=loggers or False,
-        callbacks=callbacks + list(extra_callbacks) + [NonFiniteGuard()],
+        callbacks=callbacks + list(extra_callbacks) + [NonFiniteGuard(), DivergenceCheck()],
         default_root_dir=cfg.output_dir,
         enable_checkpointing=checkpointing,
         **overrides,

@@ -20,8 +20,7 @@ import logging
 import math
 from pathlib import Path
 
-import yaml
-
+from loldu.config.saved import UnsafeRunFolder, read_run_config
 from loldu.run.folder import atomic_write_text, write_json
 from loldu.sweeps.plots import aggregate, axis, plot, plot_params
 from loldu.sweeps.runs import FIELDS, RESULT_PREFIXES, collect, run_folders, swept_keys, value
@@ -89,7 +88,10 @@ def _wandb_target(rows: list[dict], folder: Path, project: str | None) -> dict:
     """Project and entity the runs logged to (their config.yaml), and the sweep's group (loldu.run.tracking)."""
     target, sweep_name = {"project": project or "loldu", "entity": None}, None
     for run in run_folders(folder):
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else None
+        try:
+            cfg = read_run_config(run, check_targets=False) if (run / "config.yaml").is_file() else None
+        except UnsafeRunFolder:
+            continue
         if isinstance(cfg, dict):
             node = (cfg.get("logger") or {}).get("wandb") or {}
             target.update(project=project or node.get("project") or "loldu", entity=node.get("entity"))

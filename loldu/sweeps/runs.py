@@ -18,6 +18,7 @@ import yaml
 
 from loldu.config import unescape
 from loldu.config.run_dir import hydra_choices
+from loldu.config.saved import UnsafeRunFolder, read_run_config
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,18 @@ def _non_finite(values: dict) -> list[str]:
 def read_run(folder: Path, run: Path) -> dict:
     """One table row: ``run``, ``status``, ``error``, ``overrides``, the resolved :data:`FIELDS`, parameter
     counts and (for a finished run) its metrics."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    cfg = cfg if isinstance(cfg, dict) else {}
+    cfg, refused = {}, None
+    if (run / "config.yaml").is_file():
+        try:
+            cfg = read_run_config(run, check_targets=False)  # as data, no interpolation (nothing is built)
+        except UnsafeRunFolder as error:
+            refused = str(error)
     metrics_path = run / "metrics.json"
     metrics = _read_json(metrics_path) if metrics_path.is_file() else None
     status, error = _status(run, metrics is not None)
-    if metrics_path.is_file() and metrics is None:
+    if refused is not None:  # a tampered or damaged folder: listed, never read as a result
+        status, error = "failed", f"config.yaml refused: {refused}"
+    elif metrics_path.is_file() and metrics is None:
         status, error = "failed", f"{metrics_path.name} is not valid JSON"
     elif metrics is not None and _stale(run):
         status, error, metrics = status if status != "finished" else "unfinished", "stale metrics.json ignored", None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from peft.config import PeftConfig
 
@@ -79,3 +80,28 @@ class DiagonalConfig(PeftConfig):
         if self.bias != "none":
             raise ValueError(f"bias must be 'none' for {type(self).__name__}; use method=bitfit to train biases")
         validate_common(self)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs):
+        """PEFT's config loader, after the checks of a folder written by :func:`loldu.methods.save_adapter`.
+
+        ``PeftModel.from_pretrained(base, folder)`` and ``PeftModel.load_adapter`` read the config through this
+        before any layer is built or weight loaded: where the folder holds a ``method.json``, the tensors' and
+        ``adapter_config.json``'s content hashes from its ``"saved"`` record and the config's rank are checked as
+        :func:`~loldu.methods.load_adapter` does (:func:`loldu.methods.files.digests.check_saved_folder`; a folder
+        saved before the hashes existed loads with a warning). A folder
+        written by ``save_pretrained`` (no ``method.json``) or a hub id loads as in PEFT. A config passed to
+        ``PeftModel.from_pretrained(..., config=...)`` skips this loader, and with it these checks.
+
+        Raises:
+            ValueError: the tensors or ``adapter_config.json`` were modified after saving, or the config's rank
+                disagrees with the tensors.
+            FileNotFoundError: the folder's tensor file is missing.
+        """
+        # Deferred: importing loldu.methods.files runs its package, which imports the method configs.
+        from loldu.methods.files.digests import check_saved_folder
+
+        folder = Path(pretrained_model_name_or_path, subfolder or "")
+        if folder.is_dir():
+            check_saved_folder(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)

@@ -22,10 +22,12 @@ from loldu.methods.apply import (
     plain_trainable_names,
     spec_dict,
 )
+from loldu.methods.files.digests import CONFIG_FILE, PEFT_FILE, SAVED_KEY, SPEC_FILE, verified
 from loldu.methods.files.integrity import (
     REFUSE_DAMAGED,
     base_name,
     check_base,
+    check_config_digest,
     check_config_rank,
     check_digest,
     saved_record,
@@ -34,9 +36,6 @@ from loldu.methods.files.model_card import CARD_FILE, model_card, portable_confi
 from loldu.methods.registry import get_method
 
 PLAIN_FILE = "trainable.safetensors"
-SPEC_FILE = "method.json"
-PEFT_FILE = "adapter_model.safetensors"
-SAVED_KEY = "saved"
 
 
 def merge_method(model: nn.Module) -> nn.Module:
@@ -76,8 +75,10 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
 
     PEFT methods use ``save_pretrained``; plain methods save their trainable
     tensors. ``method.json`` holds the method spec and a ``"saved"`` record
-    (content hash, base fingerprints, base architecture; see
-    :mod:`loldu.methods.files.integrity`) that :func:`load_adapter` checks. The folder
+    (content hashes of the tensors and of ``adapter_config.json``, base
+    fingerprints, base architecture; see :mod:`loldu.methods.files.integrity`)
+    that :func:`load_adapter` checks, and for LoLDU and SVFit PEFT's own
+    ``PeftModel.from_pretrained`` too. The folder
     holds no path of this machine: ``adapter_config.json`` names the base by its
     portable name, and ``README.md`` says what was trained
     (:mod:`loldu.methods.files.model_card`; a run rewrites it with its task and metrics).
@@ -89,7 +90,7 @@ def save_adapter(model: nn.Module, path: str | Path) -> Path:
         # PiSSA's saved config keeps init "pissa": loading redoes the (deterministic)
         # SVD of the fresh base, so the residual base weights are rebuilt too.
         model.save_pretrained(str(path))
-        portable_config(path)
+        portable_config(path)  # before saved_record: the config's hash is of the file as it stays
         tensor_file = path / PEFT_FILE
     else:
         tensors = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
@@ -124,13 +125,15 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
 
     Before the base is touched: the tensors' content hash (a file without one
     loads with a warning), the rank in ``adapter_config.json`` against the
-    tensors, the base's architecture and weight fingerprints, and for plain
-    methods the exact set of saved tensors are checked.
+    tensors (first: its message says which rank to put back), the config's
+    content hash (likewise), the base's architecture and weight fingerprints,
+    and for plain methods the exact set of saved tensors are checked.
 
     Raises:
         FileNotFoundError: if ``path`` holds no saved adapter.
-        ValueError: if the file was modified or does not fit the base (names,
-            shapes, config, or a base weight other than the one it was trained on).
+        ValueError: if the tensors or ``adapter_config.json`` were modified after
+            saving, or the adapter does not fit the base (names, shapes, config,
+            or a base weight other than the one it was trained on).
     """
     path = Path(path)
     spec, saved = read_spec(path)
@@ -139,7 +142,9 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
     if not tensor_file.is_file():
         raise FileNotFoundError(f"{tensor_file} not found: the adapter folder {path} is incomplete; re-save it")
     check_digest(tensor_file, saved, path / SPEC_FILE)
-    check_config_rank(path, tensor_file, spec.name)
+    if not plain:
+        check_config_rank(path, tensor_file, spec.name)
+        check_config_digest(path / CONFIG_FILE, saved, path / SPEC_FILE)
     check_base(base_model, saved, tensor_file)
     if plain:
         tensors = load_file(str(tensor_file))
@@ -151,7 +156,8 @@ def load_adapter(base_model: nn.Module, path: str | Path, is_trainable: bool = F
                 params[name].copy_(value)
         return model
     info = base_info(base_model, spec)  # before PiSSA rewrites the base weights
-    with layer_progress(base_model, spec):  # LoLDU/SVFit rebuild each layer's factors
+    # LoLDU/SVFit rebuild each layer's factors; their config's loader skips the folder checks done above
+    with layer_progress(base_model, spec), verified(path):
         model = PeftModel.from_pretrained(base_model, str(path), is_trainable=is_trainable)
     model.loldu_method = info
     return model

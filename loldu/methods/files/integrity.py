@@ -5,6 +5,11 @@
 
 * ``tensors_sha256``: a sha256 over the tensor file's tensors (names, dtypes,
   shapes and bytes, in name order), so a flipped byte anywhere is caught;
+* ``config_sha256``: a sha256 over ``adapter_config.json``'s content in canonical
+  form, so an edited rank, alpha, target list or option is caught (None for plain
+  methods, which have no config file). Both hashes and their checks live in
+  :mod:`loldu.methods.files.digests`, which PEFT's own loader of LoLDU and SVFit
+  folders uses too;
 * ``base_model``: the base's ``name_or_path`` where known;
 * ``base_architecture``: a sha256 over every base parameter's name and shape,
   and their number: all that ties a ``full`` file, where every weight is
@@ -21,8 +26,6 @@ Every check here runs before the model is touched.
 from __future__ import annotations
 
 import hashlib
-import json
-import warnings
 from pathlib import Path
 
 import torch
@@ -32,29 +35,15 @@ from safetensors import safe_open
 from torch import nn
 
 from loldu.methods.decompose import fingerprint, same_base
-
-# Per PEFT method: the saved tensor whose first dimension is the config's rank, and that config key.
-RANK_TENSORS = {
-    "loldu": ("loldu_z", "r"),
-    "svfit": ("svfit_z", "r"),
-    "lora": ("lora_A.weight", "r"),
-    "pissa": ("lora_A.weight", "r"),
-    "vera": ("vera_lambda_d", "r"),
-    "fourierft": ("fourierft_spectrum", "n_frequency"),
-}
-PATTERN_KEYS = ("rank_pattern", "n_frequency_pattern")
-REFUSE_DAMAGED = "the file was modified or damaged; re-save it from the run, or download it again"
-
-
-def tensor_digest(path: str | Path) -> str:
-    """sha256 over a safetensors file's tensors: names, dtypes, shapes and bytes, in name order."""
-    digest = hashlib.sha256()
-    with safe_open(str(path), framework="pt") as f:
-        for name in sorted(f.keys()):
-            t = f.get_tensor(name).contiguous()
-            digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+from loldu.methods.files.digests import (  # noqa: F401  (re-exported: the checks of a saved folder live there)
+    CONFIG_FILE,
+    REFUSE_DAMAGED,
+    check_config_digest,
+    check_config_rank,
+    check_digest,
+    config_digest,
+    tensor_digest,
+)
 
 
 def weight_fingerprint(weight: torch.Tensor) -> list[float]:
@@ -97,51 +86,6 @@ def base_name(model: nn.Module) -> str | None:
     return portable_name(getattr(getattr(inner, "config", None), "_name_or_path", None))
 
 
-def check_digest(tensor_file: Path, saved: dict | None, spec_file: Path) -> None:
-    """Refuse a tensor file whose content differs from the hash in ``method.json``; warn if there is none.
-
-    Raises:
-        ValueError: the hash differs.
-    """
-    if not saved or "tensors_sha256" not in saved:
-        warnings.warn(
-            f"{tensor_file} was saved without a content hash (before this check existed), so it cannot be "
-            "verified; re-save it with save_adapter to add one",
-            UserWarning,
-            stacklevel=3,
-        )
-        return
-    if tensor_digest(tensor_file) != saved["tensors_sha256"]:
-        raise ValueError(
-            f"{tensor_file}: its tensors do not match the content hash stored in {spec_file.name}: {REFUSE_DAMAGED}"
-        )
-
-
-def check_config_rank(folder: Path, tensor_file: Path, method: str) -> None:
-    """Refuse an ``adapter_config.json`` whose rank disagrees with the saved tensors' shapes.
-
-    Raises:
-        ValueError: r (or n_frequency) in the config is not what the tensors hold.
-    """
-    config_file = folder / "adapter_config.json"
-    if method not in RANK_TENSORS or not config_file.is_file():
-        return
-    config = json.loads(config_file.read_text())
-    suffix, key = RANK_TENSORS[method]
-    if any(config.get(k) for k in PATTERN_KEYS) or not isinstance(config.get(key), int):
-        return  # per-layer ranks: PEFT checks each shape itself
-    with safe_open(str(tensor_file), framework="pt") as f:
-        for name in f.keys():
-            if name.endswith(suffix):
-                found = f.get_slice(name).get_shape()[0]
-                if found != config[key]:
-                    raise ValueError(
-                        f"{config_file}: {key}={config[key]} in the config, but the tensors in {tensor_file.name} "
-                        f"have {key}={found} ({name}): the config and the tensors disagree (was the config edited "
-                        f"by hand?). Put back {key}={found}, or re-save the adapter from the run."
-                    )
-
-
 def architecture(shapes: dict[str, list[int]]) -> dict:
     """sha256 over parameter names and shapes (in name order), and the number of parameters."""
     digest = hashlib.sha256()
@@ -151,7 +95,12 @@ def architecture(shapes: dict[str, list[int]]) -> dict:
 
 
 def saved_record(model: nn.Module, info, tensor_file: Path) -> dict:
-    """The ``"saved"`` entry of ``method.json`` for a model just saved to ``tensor_file``."""
+    """The ``"saved"`` entry of ``method.json`` for a model just saved to ``tensor_file``.
+
+    Call once the folder is final: ``config_sha256`` hashes ``adapter_config.json`` next to ``tensor_file`` as it
+    is then (after :func:`~loldu.methods.files.model_card.portable_config` rewrote the base's name).
+    """
+    config_file = tensor_file.parent / CONFIG_FILE
     if info.spec.name in ("loldu", "svfit"):
         fingerprints = {}  # in the tensor file, one per layer
     elif hasattr(model, "get_base_model"):
@@ -163,6 +112,7 @@ def saved_record(model: nn.Module, info, tensor_file: Path) -> dict:
         fingerprints = {n: weight_fingerprint(p) for n, p in model.named_parameters() if not p.requires_grad}
     return {
         "tensors_sha256": tensor_digest(tensor_file),
+        "config_sha256": config_digest(config_file) if hasattr(model, "get_base_model") else None,
         "base_model": base_name(model),
         "base_architecture": architecture(info.base_shapes) if info.base_shapes else None,
         "base_fingerprints": fingerprints,
