@@ -128,17 +128,40 @@ def allowed_top_level(hydra_cfg: DictConfig | None = None) -> set[str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _top_level_keys(path: Path) -> frozenset[str]:
-    primary = OmegaConf.load(path)
-    keys = {str(k) for k in primary if k != "defaults"} | {"hydra"}
-    for entry in primary.get("defaults") or []:
+def _group_names(path: Path) -> frozenset[str]:
+    """The config groups the primary config's defaults list names (``model``, ``task``, ``hydra``...)."""
+    names = set()
+    for entry in OmegaConf.load(path).get("defaults") or []:
         if isinstance(entry, str) or entry is None:
             continue
         for group in entry:  # "optional model_task", "override hydra/launcher", "model@pkg"
             name = str(group).split()[-1].split("@")[0].split("/")[0]
             if name != "_self_":
-                keys.add(name)
-    return frozenset(keys)
+                names.add(name)
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=8)
+def _top_level_keys(path: Path) -> frozenset[str]:
+    keys = {str(k) for k in OmegaConf.load(path) if k != "defaults"} | {"hydra"}
+    return frozenset(keys | _group_names(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _compose_choices(config_name: str, folder: Path, chosen: tuple[str, ...]) -> DictConfig:
+    """The primary config composed with only the group choices ``chosen`` (``model=vit``...): the values the
+    command line's own values replace. Cached: ``train.py`` and the run's checks ask for the same one. Read-only.
+
+    Raises:
+        hydra.errors.HydraException: the choices do not compose.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # under @hydra.main or a test's initialize: its search path
+        return compose(config_name=config_name, overrides=list(chosen))
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(chosen))
 
 
 def check_top_level_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
@@ -207,7 +230,6 @@ def unknown_keys(argv: list[str], config_name: str = "train") -> list[str]:
     (``task.max_lenght=5``: did you mean task.max_length=5?): what ``train.py`` adds to Hydra's "not in struct"
     message after a failed composition. Composes the config again with the command line's group choices only.
     """
-    from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -215,12 +237,11 @@ def unknown_keys(argv: list[str], config_name: str = "train") -> list[str]:
         overrides = OverridesParser.create().parse_overrides([a for a in argv[1:] if "=" in a and a[0] != "-"])
     except Exception:  # an override Hydra cannot parse: its own message says why
         return []
-    groups = ("model", "task", "method", "optimizer", "trainer", "logger", "callbacks", "experiment", "sweep", "debug")
-    chosen = [o.input_line for o in overrides if o.key_or_group in groups]
-    GlobalHydra.instance().clear()
+    groups = _group_names(CONF_DIR / f"{config_name}.yaml")
+    chosen = tuple(o.input_line for o in overrides if o.key_or_group in groups)
+    GlobalHydra.instance().clear()  # the failed @hydra.main's
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            defaults = compose(config_name=config_name, overrides=chosen)
+        defaults = _compose_choices(config_name, CONF_DIR, chosen)
     except Exception:
         return []
     lines = []
@@ -292,15 +313,9 @@ def check_method_settings(cfg: DictConfig, hydra_cfg: DictConfig | None = None) 
 def composed_defaults(hydra_cfg: DictConfig) -> DictConfig:
     """The job's config composed again with only its command line's group choices (``model=vit``,
     ``experiment=...``): what each value the command line sets replaced (:func:`check_override_types`)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     groups = set(hydra_cfg.runtime.choices)
-    chosen = [o.input_line for o in command_line(hydra_cfg) if o.key_or_group in groups]
-    if GlobalHydra.instance().is_initialized():  # under @hydra.main: its search path
-        return compose(config_name=_primary_name(hydra_cfg), overrides=chosen)
-    with initialize_config_dir(config_dir=str(conf_dir(hydra_cfg)), version_base="1.3"):  # a composed cfg
-        return compose(config_name=_primary_name(hydra_cfg), overrides=chosen)
+    chosen = tuple(o.input_line for o in command_line(hydra_cfg) if o.key_or_group in groups)
+    return _compose_choices(_primary_name(hydra_cfg), conf_dir(hydra_cfg), chosen)
 
 
 def check_alpha_follows_rank(cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:

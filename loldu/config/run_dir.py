@@ -81,15 +81,12 @@ def resume_run_dir(resume: Any, new_dir: str, *, _root_: DictConfig) -> str:
 
 def hydra_record_dir(resume: Any, *, _root_: DictConfig) -> str | None:
     """``hydra.output_subdir``: ``.hydra`` for a new run; None (Hydra writes no record) when the run continues an
-    existing run folder, so that the folder keeps the record of the run that made it: a resumption must match it
-    anyway, and a refused one must not overwrite what the next ``resume=<run dir>`` reads."""
+    existing run folder (``hydra.run.dir`` holds a config.yaml), so that the folder keeps the record of the run
+    that made it: a resumption must match it anyway, and a refused one must not overwrite what the next
+    ``resume=<run dir>`` reads."""
     if resume in (None, ""):
         return ".hydra"
-    if resume == "auto":
-        choices = _root_.hydra.runtime.choices
-        root = Path(_root_.hydra.run.dir).parents[1] if _root_.hydra.run.dir else Path("outputs")
-        return None if find_unfinished(root, choices.model, choices.task, choices.method) else ".hydra"
-    return None
+    return None if (Path(str(_root_.hydra.run.dir)) / "config.yaml").is_file() else ".hydra"
 
 
 def run_stamp() -> str:

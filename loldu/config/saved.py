@@ -80,11 +80,16 @@ def targets(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
             yield from targets(value, f"{where}[{i}]")
 
 
+def node_of(where: str) -> str:
+    """The top-level node of a dotted key (``callbacks.lr._target_`` -> ``callbacks``, ``x[0]`` -> ``x``)."""
+    return where.split(".")[0].split("[")[0]
+
+
 def allowed_target(where: str, target: Any) -> bool:
     """Whether ``target`` (found at dotted key ``where``) names a public dotted path under one of the packages
     :data:`TARGET_PACKAGES` allows for the top-level node of ``where`` (a string check; the run layer also
     checks that it is a callable defined there)."""
-    prefixes = TARGET_PACKAGES.get(where.split(".")[0].split("[")[0], ())
+    prefixes = TARGET_PACKAGES.get(node_of(where), ())
     if not isinstance(target, str) or not any(target == p or target.startswith(p) for p in prefixes):
         return False
     return all(part.isidentifier() and not part.startswith("_") for part in target.split("."))
@@ -107,7 +112,7 @@ def check_saved_config(data: Any, source: str | Path, check_targets: bool = True
         )
     for where, target in targets(data) if check_targets else ():
         if not allowed_target(where, target):
-            node = where.split(".")[0].split("[")[0]
+            node = node_of(where)
             allowed = " or ".join(p.rstrip(".") for p in TARGET_PACKAGES.get(node, ()))
             hint = f"only a public callable of {allowed}" if allowed else "nothing: no _target_ belongs there"
             raise UnsafeRunFolder(

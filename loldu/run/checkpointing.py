@@ -50,12 +50,15 @@ PREVIOUS_NAME = "previous"
 _CHUNK = 1 << 20
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (hex)."""
+def file_digest(path: str | Path, fsync: bool = False) -> str:
+    """sha256 of a file's bytes (hex), read once; ``fsync``: its data is then flushed to disk (before the rename
+    that publishes it)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
+        if fsync:
+            os.fsync(fh.fileno())
     return digest.hexdigest()
 
 
@@ -98,16 +101,6 @@ def matches_digest(path: str | Path) -> bool | None:
     if want is None:
         return None
     return Path(path).is_file() and file_digest(path) == want
-
-
-def _fsync_and_digest(path: str) -> str:
-    """sha256 of ``path``, read once, whose data is then flushed to disk (before the rename that publishes it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-        os.fsync(fh.fileno())
-    return digest.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -155,7 +148,7 @@ class AtomicCheckpoint(ModelCheckpoint):
         if not os.path.isfile(part):
             os.replace(part, filepath)
             return
-        digest = _fsync_and_digest(part)
+        digest = file_digest(part, fsync=True)
         if self.keep_previous:
             self._keep_as_previous(Path(filepath))
         write_digest(filepath, digest)

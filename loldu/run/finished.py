@@ -13,7 +13,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from loldu.config.saved import TARGET_PACKAGES, UnsafeRunFolder, allowed_target, read_run_config, targets
+from loldu.config.saved import TARGET_PACKAGES, UnsafeRunFolder, allowed_target, node_of, read_run_config, targets
 from loldu.methods import load_adapter
 from loldu.run.exports import save_merged
 from loldu.tasks import get_family
@@ -44,9 +44,9 @@ def check_targets(config: dict | DictConfig, source: str | Path = "config.yaml")
     """
     data = OmegaConf.to_container(config, resolve=False) if isinstance(config, DictConfig) else config
     for where, target in targets(data):
-        packages = TARGET_PACKAGES.get(where.split(".")[0].split("[")[0], ())
-        if not (allowed_target(where, target) and _trusted(str(target), packages, _kind(where))):
-            node = where.split(".")[0].split("[")[0]
+        node = node_of(where)
+        packages = TARGET_PACKAGES.get(node, ())
+        if not (allowed_target(where, target) and _trusted(str(target), packages, _kind(node))):
             what = _WHAT.get(node, "nothing: no _target_ belongs there")
             shown = " or ".join(p.rstrip(".") for p in packages)
             raise UnsafeRunFolder(
@@ -67,8 +67,8 @@ _WHAT = {
 }
 
 
-def _kind(where: str) -> tuple[type, ...] | None:
-    """The classes a ``_target_`` at ``where`` must be (a subclass of); None: any callable (model builders)."""
+def _kind(node: str) -> tuple[type, ...] | None:
+    """The classes a ``_target_`` in top-level ``node`` must be (a subclass of); None: any callable (builders)."""
     import lightning as L
     import torch
     from lightning.pytorch.loggers import Logger
@@ -80,7 +80,7 @@ def _kind(where: str) -> tuple[type, ...] | None:
         "trainer": (L.Trainer, Strategy),
         "callbacks": (L.Callback,),
         "logger": (Logger,),
-    }.get(where.split(".")[0].split("[")[0])
+    }.get(node)
 
 
 def _trusted(target: str, packages: tuple[str, ...], kind: tuple[type, ...] | None = None) -> bool:

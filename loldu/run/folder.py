@@ -30,7 +30,7 @@ from typing import Any
 
 from loldu.config.refusal import USER_ERRORS, mark_refusal
 from loldu.config.run_dir import STATUS_FILE, is_finished
-from loldu.config.run_lock import hold_run_folder, release_run_folder
+from loldu.config.run_lock import hold_run_folder, launched_rank_zero, release_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,7 @@ def is_rank_zero() -> bool:
 
         if getattr(rank_zero_only, "rank", 0) != 0:
             return False
-    ranks = (os.environ.get(k) for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"))
-    return all(int(r) == 0 for r in ranks if r not in (None, ""))
+    return launched_rank_zero()
 
 
 def json_safe(value: Any) -> Any:
