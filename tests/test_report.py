@@ -149,7 +149,7 @@ def test_make_report_passes_args():
     out = subprocess.run(
         ["make", "-n", "report", "DIR=multirun/x", "ARGS=--wandb"], cwd=ROOT, capture_output=True, text=True
     )
-    assert "-m loldu.report multirun/x --wandb" in out.stdout, out.stdout + out.stderr
+    assert "-m loldu.report multirun/x --html --wandb" in out.stdout, out.stdout + out.stderr
 
 
 def _grid_then_seeds(folder: Path) -> None:

@@ -1,13 +1,12 @@
-"""Smoke runs of train(cfg) on tiny models, a two-job multirun with its report, bad input."""
+"""Smoke runs of train(cfg) on tiny models, bad input (a two-job multirun with its report: test_report_page.py)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, run_composed
+from helpers import run_composed
 
 
 @pytest.mark.parametrize(
@@ -63,32 +62,6 @@ def test_wrong_label_count_is_refused(tmp_path):
             "task.num_labels=2",
             f"task.data.source_args.train={csv}",
         )
-
-
-def test_multirun_sweep_and_report(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
-    cmd = [
-        sys.executable,
-        "train.py",
-        "-m",
-        "model=tiny_bert",
-        "debug=fast",
-        "logger=none",
-        "callbacks=none",
-        "rank=4,16",
-        f"hydra.sweep.dir={tmp_path}",
-    ]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.json"))
-    assert runs == ["0", "1"]
-    rep = subprocess.run(
-        [sys.executable, "-m", "loldu.sweeps.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
-    )
-    assert rep.returncode == 0, rep.stderr[-3000:]
-    table = (tmp_path / "report.md").read_text()
-    assert table.count("| tiny_bert | rotten_tomatoes | loldu |") == 2 and "test/acc" in table
-    assert (tmp_path / "report.png").stat().st_size > 1000
 
 
 def _hand_written_factor(total: int, warmup: int, constant: bool):

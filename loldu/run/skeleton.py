@@ -28,6 +28,7 @@ from loldu.run.exports import export_run
 from loldu.run.folder import RunSkipped, atomic_write_text, is_rank_zero, tracked_run, write_json
 from loldu.run.guards import NonFiniteGuard
 from loldu.run.logs import quiet
+from loldu.run.provenance import run_record
 from loldu.run.resume import resume_checkpoint
 from loldu.run.tracking import log_summary, start_wandb, wandb_run_args
 from loldu.tasks import get_family
@@ -89,8 +90,9 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     metrics.update(lr=cfg.lr, head_lr=cfg.get("head_lr"), method=cfg.method.name, model=choice("model"))
     metrics.update(task=choice("task"), rank=cfg.method.r, seed=cfg.seed)
     if is_rank_zero():  # trainer=ddp/fsdp: the other processes share this folder and write nothing
+        write_run_card(out, cfg, metrics)  # adapter/README.md, before adapter_dir_bytes counts it
+        metrics.update(run_record(trainer, out))  # adapter size, versions, git commit, device
         write_json(out / "metrics.json", metrics)  # strict JSON: a non-finite value is null
-        write_run_card(out, cfg, metrics)
         log_summary(metrics)
         log.info(summary(family.headline(cfg, metrics, out), metrics, out))
     return family.monitored(cfg, metrics)

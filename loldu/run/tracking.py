@@ -30,6 +30,9 @@ FIELDS = ("model", "task", "method", "rank", "lr", "seed", "epochs", "sweep_name
 #: service to report the error, so a server that cannot be reached stops the run within about 30 s.
 INIT_TIMEOUT_S = 18
 
+#: Keys of ``metrics.json``'s ``perf`` (:class:`loldu.run.callbacks.PerfLogger`) in the run summary, as ``perf/<key>``.
+SUMMARY_PERF = ("step_time_s", "step_time_iqr_s", "peak_mem_mib", "peak_mem_kind")
+
 
 def sweep_group(cfg: DictConfig) -> str | None:
     """The W&B group of this run's sweep instance: ``<preset or "sweep">_<date>_<time>`` from the multirun folder
@@ -127,11 +130,21 @@ def login_failure(error: BaseException, elapsed_s: float) -> str:
 
 
 def summary_values(metrics: dict) -> dict[str, Any]:
-    """The run summary of ``metrics.json``'s content: ``params/*``, the test (else validation) metrics and the
-    wall time; non-finite values become None."""
+    """The run summary of ``metrics.json``'s content: ``params/*``, the test (else validation) metrics, the wall
+    time, ``adapter_bytes``, ``perf/step_time_s`` (the median), ``perf/step_time_iqr_s``, ``perf/peak_mem_mib``,
+    ``perf/peak_mem_kind``, ``git/commit``, ``git/dirty``, ``device/name``, ``device/accelerator`` and
+    ``versions/<package>`` for each recorded version (:mod:`loldu.run.provenance`; a dashboard's runs table names
+    these keys). A value the run did not record is None, and so is a non-finite one."""
     values = {f"params/{k}": v for k, v in metrics.get("params", {}).items()}
     values.update(metrics.get("test") or metrics.get("val") or {})
     values["wall_time_s"] = metrics.get("wall_time_s")
+    values["adapter_bytes"] = metrics.get("adapter_bytes")
+    perf, git, device = (metrics.get(key) or {} for key in ("perf", "git", "device"))
+    for key in SUMMARY_PERF:
+        values[f"perf/{key}"] = perf.get(key)
+    values.update({"git/commit": git.get("commit"), "git/dirty": git.get("dirty")})
+    values.update({"device/name": device.get("name"), "device/accelerator": device.get("accelerator")})
+    values.update({f"versions/{name}": version for name, version in (metrics.get("versions") or {}).items()})
     return json_safe(values)
 
 

@@ -1,17 +1,19 @@
 """Multiruns (``python train.py -m ...``, ``sweep=<preset>``): what a sweep varies, checks before any job starts,
-and where it writes. Torch-free: Hydra runs :class:`SweepCallback` (``conf/hydra/default.yaml``) in the launching
+and where it writes, and at the end of a ``logger=wandb`` sweep its W&B dashboard (:mod:`loldu.sweeps.dashboard`,
+imported only then). Torch-free: Hydra runs :class:`SweepCallback` (``conf/hydra/default.yaml``) in the launching
 process before and after the jobs.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from loldu.config import RANKED_METHODS, unescape
 
@@ -96,7 +98,8 @@ def report_command(sweep_dir: str | Path) -> str:
 
 
 class SweepCallback(Callback):
-    """Checks a multirun before its first job and says where it writes, at the start and at the end."""
+    """Checks a multirun before its first job and says where it writes, at the start and at the end; at the end of
+    a ``logger=wandb`` multirun it writes (online: saves) the sweep's W&B dashboard."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse ranks that do not fit (exiting: Hydra turns a callback's exceptions into warnings), then log the
@@ -109,6 +112,48 @@ class SweepCallback(Callback):
         log.info("multirun folder: %s (when done: %s)", folder, report_command(folder))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Log the multirun folder again, with the report command."""
+        """Log the multirun folder again, with the report command; with ``logger=wandb``, write the sweep's W&B
+        dashboard (:func:`sweep_dashboard`)."""
         folder = config.hydra.sweep.dir
         log.info("multirun finished: %s\n  report: %s", folder, report_command(folder))
+        sweep_dashboard(config)
+
+
+def _wandb_mode(config: DictConfig) -> str:
+    """The sweep's W&B mode: ``logger.wandb.mode`` resolved (``WANDB_MODE`` wins; online with ``WANDB_API_KEY``,
+    offline without), by the rule of :func:`loldu.config.resolvers.wandb_mode` if it cannot be resolved here."""
+    from loldu.config.resolvers import wandb_mode
+
+    try:
+        mode = OmegaConf.select(config, "logger.wandb.mode", default=None)
+    except Exception:  # a resolver Hydra's plugins did not register in this process
+        mode = None
+    return mode if isinstance(mode, str) else wandb_mode(None)
+
+
+def sweep_dashboard(config: DictConfig) -> None:
+    """With ``logger.wandb`` set, write the W&B view of the multirun (``<sweep dir>/dashboard.json``,
+    :mod:`loldu.sweeps.dashboard`) and, when W&B is online (mode ``online`` and ``WANDB_API_KEY`` set), save it
+    to W&B. Any failure is one logged warning: the sweep's runs are done and stay done."""
+    try:
+        if OmegaConf.select(config, "logger.wandb", default=None) is None:
+            return
+    except Exception:  # no logger node to read: no W&B run either
+        return
+    folder = config.hydra.sweep.dir
+    try:
+        from loldu.sweeps import dashboard  # imports wandb: only at the end of a W&B sweep
+
+        workspace, path = dashboard.write_dashboard(folder)
+        if _wandb_mode(config) == "online" and os.environ.get("WANDB_API_KEY"):
+            log.info("W&B dashboard of the sweep: %s", dashboard.push(workspace, path))
+        else:
+            log.info(
+                "W&B dashboard of the sweep written to %s; to save it in W&B: WANDB_API_KEY=... python -m "
+                "loldu.sweeps.dashboard %s --push",
+                path,
+                folder,
+            )
+    except Exception as error:  # never fail a finished sweep over its dashboard
+        lines = str(error).strip().splitlines()
+        log.warning("no W&B dashboard of the sweep %s: %s", folder, lines[0] if lines else type(error).__name__)

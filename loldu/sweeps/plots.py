@@ -44,7 +44,8 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def aggregate(rows: list[dict], swept: list[str], metrics: list[str]) -> list[dict]:
     """One row per setting of the swept keys other than seed, over its finished runs: the keys' values,
-    ``n`` (runs), ``seeds`` and ``(mean, std)`` of every metric."""
+    ``n`` (runs), ``seeds``, ``(mean, std)`` of every metric, the setting's model, task, method and rank, its
+    parameter counts and adapter bytes, the median step time and peak memory over seeds, and its ``runs``."""
     keys = [k for k in swept if k != "seed"]
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -58,10 +59,16 @@ def aggregate(rows: list[dict], swept: list[str], metrics: list[str]) -> list[di
             present = [m[metric] for m in members if metric in m]
             if present:
                 agg[metric] = _stats(present)
-        for key in ("adapter", "head", "trainable"):
+        for key in ("model", "task", "method", "rank"):  # what a merged page keys settings by
+            agg.setdefault(key, members[0].get(key))
+        for key in ("adapter", "head", "trainable", "adapter_bytes"):
             agg[key] = members[0].get(key)
-        times = [m["step_s"] for m in members if isinstance(m.get("step_s"), (int, float))]
-        agg["step_s"] = statistics.median(times) if times else None
+        for key in ("step_s", "peak_mem_mib"):  # medians over seeds
+            found = [m[key] for m in members if isinstance(m.get(key), (int, float))]
+            agg[key] = statistics.median(found) if found else None
+        kinds = sorted({str(m["peak_mem_kind"]) for m in members if m.get("peak_mem_kind")})
+        agg["peak_mem_kind"] = ",".join(kinds) or None
+        agg["runs"] = [m["run"] for m in members]
         out.append(agg)
     return out
 

@@ -16,14 +16,16 @@ and ``report.png`` (see
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import logging
 import math
+import os
 from pathlib import Path
 
-from loldu.config.saved import UnsafeRunFolder, read_run_config
 from loldu.run.folder import atomic_write_text, write_json
 from loldu.sweeps.plots import aggregate, axis, plot, plot_params
-from loldu.sweeps.runs import FIELDS, RESULT_PREFIXES, collect, run_folders, swept_keys, value
+from loldu.sweeps.runs import FIELDS, RECORD_COLUMNS, RESULT_PREFIXES, collect, swept_keys, value
 from loldu.sweeps.tune import tune, tuned_groups
 
 __all__ = ["aggregate", "axis", "collect", "main", "metric_columns", "swept_keys", "to_markdown"]
@@ -73,6 +75,39 @@ def tuned_table(groups: list[dict], swept: list[str], metrics: list[str]) -> tup
     return header, [[g.get(k) for k in header] for g in groups]
 
 
+def csv_table(rows: list[dict], swept: list[str], metrics: list[str]) -> tuple[list[str], list[list]]:
+    """Header and values of report.csv: the per-run table's columns, then what each run recorded about how it ran
+    (:data:`loldu.sweeps.runs.RECORD_COLUMNS`), the sweep folder of a merged report last."""
+    header, values = run_table(rows, swept, metrics)
+    extra = [k for k in RECORD_COLUMNS if k not in header]
+    if any("sweep_dir" in r for r in rows):
+        extra.append("sweep_dir")
+    header = header[:-1] + extra + header[-1:]  # error stays last
+    return header, [v[:-1] + [r.get(k) for k in extra] + v[-1:] for r, v in zip(rows, values, strict=True)]
+
+
+def csv_text(value) -> str:
+    """A value as report.csv writes it: numbers exactly (``repr``), None empty, booleans ``true``/``false``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def write_csv(path: Path, header: list[str], values: list[list]) -> list[list[str]]:
+    """Write report.csv; returns its cells as written (the page shows the same)."""
+    cells = [[csv_text(v) for v in row] for row in values]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(cells)
+    atomic_write_text(path, out.getvalue())
+    return cells
+
+
 def to_markdown(rows: list[dict], metrics: list[str], swept: list[str] | None = None) -> str:
     """The per-run table, then (several runs) the seed-averaged one."""
     swept = swept_keys(rows) if swept is None else swept
@@ -84,30 +119,13 @@ def to_markdown(rows: list[dict], metrics: list[str], swept: list[str] | None = 
     return text
 
 
-def _wandb_target(rows: list[dict], folder: Path, project: str | None) -> dict:
-    """Project and entity the runs logged to (their config.yaml), and the sweep's group (loldu.run.tracking)."""
-    target, sweep_name = {"project": project or "loldu", "entity": None}, None
-    for run in run_folders(folder):
-        try:
-            cfg = read_run_config(run, check_targets=False) if (run / "config.yaml").is_file() else None
-        except UnsafeRunFolder:
-            continue
-        if isinstance(cfg, dict):
-            node = (cfg.get("logger") or {}).get("wandb") or {}
-            target.update(project=project or node.get("project") or "loldu", entity=node.get("entity"))
-            sweep_name = cfg.get("sweep_name")
-            break
-    overrides = (r["overrides"].get("sweep") for r in rows if r["overrides"].get("sweep"))
-    sweep_name = sweep_name or next(overrides, None)
-    target["group"] = "_".join([sweep_name or "sweep", folder.resolve().parent.name, folder.resolve().name])
-    return target
-
-
 def log_to_wandb(rows: list[dict], folder: Path, tables: dict, plots: list[Path], project: str | None) -> None:
     """Log the tables and plots as one W&B run of ``job_type="report"`` in the sweep's group."""
     import wandb
 
-    target = _wandb_target(rows, folder, project)
+    from loldu.sweeps.dashboard import sweep_target  # imports wandb_workspaces: only here
+
+    target = sweep_target(rows, folder, project)
     run = wandb.init(job_type="report", name=f"report_{folder.name}", dir=str(folder), **target)
     data = {
         key: wandb.Table(columns=header, data=[[_cell(v) for v in r] for r in cells])
@@ -129,48 +147,107 @@ def _tuned_text(choices: list[dict], key: str, table: tuple[list[str], list[list
     return "\n".join(lines) + f"\n\nAt the chosen {key} (mean ± std over seeds):\n\n" + _table(*table)
 
 
+def collect_all(folders: list[Path]) -> list[dict]:
+    """The runs of one sweep folder (:func:`loldu.sweeps.runs.collect`), or of several merged: each run named by its
+    sweep folder (relative to their common parent) and its own, with ``sweep_dir`` recorded. Every row's ``dir``
+    is its run folder."""
+    if len(set(f.resolve() for f in folders)) != len(folders):
+        raise SystemExit(f"the same folder twice: {' '.join(map(str, folders))}")
+    common = Path(os.path.commonpath([f.resolve() for f in folders]))
+    rows = []
+    for folder in folders:
+        for row in collect(folder):
+            row["dir"] = folder / row["run"]
+            if len(folders) > 1:
+                name = str(folder.resolve().relative_to(common)) if folder.resolve() != common else folder.name
+                row["run"] = f"{name}/{row['run']}" if row["run"] != "." else name
+                row["sweep_dir"] = name
+            rows.append(row)
+    return rows
+
+
+def _groups_of(rows, swept, shown, args, folders) -> tuple[list[dict], list[dict] | None, list[dict] | None]:
+    """``(groups over seeds, tuned groups or None, choices or None)``; a merged report tunes each sweep folder on
+    its own, with the first of the comma-separated ``--tune`` keys that the folder varies (lr, head_lr, ...)."""
+    groups = aggregate(rows, swept, shown)
+    if not args.tune:
+        return groups, None, None
+    keys = [k for k in args.tune.split(",") if k]
+    on = args.on or next((k for k in shown if k.startswith("val/")), None)
+    if on is None:
+        raise SystemExit(f"--tune {args.tune}: no val/ metric in the runs (found {shown}); name one with --on")
+    parts = [rows] if len(folders) == 1 else [[r for r in rows if r["sweep_dir"] == d] for d in _sweep_names(rows)]
+    choices, tuned = [], []
+    for part in parts:
+        part_swept = swept_keys(part)
+        key = next((k for k in keys if k in part_swept), keys[0])
+        try:
+            found = tune(part, part_swept, key, on)
+        except ValueError as err:
+            where = f" ({part[0]['sweep_dir']})" if len(parts) > 1 else ""
+            raise SystemExit(f"{err}{where}") from None
+        choices += [{**c, "_key": key} for c in found]
+        tuned += tuned_groups(part, part_swept, key, found, shown)
+    return groups, tuned, choices
+
+
+def _sweep_names(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["sweep_dir"] for r in rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loldu.report", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", help="a run or multirun folder of train.py")
+    parser.add_argument("folder", nargs="+", help="a run or multirun folder of train.py; several merge into one report")
     parser.add_argument("--metric", default=None, help="metric to plot (default: the first test/ metric found)")
+    parser.add_argument("--html", action="store_true", help="also write report.html, one self-contained page")
+    parser.add_argument("--out", default=None, help="folder of the report (default: the sweep folder; merged: --out)")
     parser.add_argument("--wandb", action="store_true", help="also log the tables and plots to W&B")
     parser.add_argument("--project", default=None, help="W&B project for --wandb (default: the runs' project)")
     parser.add_argument("--x", default=None, help="swept key on the plot's x-axis (default: rank, lr, init, ...)")
-    parser.add_argument("--tune", default=None, metavar="KEY", help="choose KEY (e.g. lr) per setting on --on")
+    parser.add_argument(
+        "--tune", default=None, metavar="KEY", help="choose KEY (e.g. lr; merged: lr,head_lr) per setting on --on"
+    )
     parser.add_argument("--on", default=None, help="validation metric of --tune (default: the first val/ metric)")
     parser.add_argument("--print-best", action="store_true", help="--tune: print the choice, write nothing")
     args = parser.parse_args(argv)
     if args.print_best and not args.tune:
         parser.error("--print-best needs --tune KEY")
+    folders = [Path(f) for f in args.folder]
+    if len(folders) > 1 and args.out is None:
+        parser.error("several sweep folders merge into one report: say where it goes with --out <folder>")
+    if len(folders) > 1 and (args.print_best or args.wandb):
+        parser.error("--print-best and --wandb take one sweep folder")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    folder = Path(args.folder)
-    rows = collect(folder)
+    folder = Path(args.out) if args.out else folders[0]
+    try:
+        rows = collect_all(folders)
+    except FileNotFoundError as err:
+        raise SystemExit(str(err)) from None
     shown = metric_columns(rows)
     swept = swept_keys(rows)
-    groups = aggregate(rows, swept, shown)
+    groups, tuned, choices = _groups_of(rows, swept, shown, args, folders)
     tables = {"report/runs": run_table(rows, swept, shown), "report/seeds": seed_table(groups, swept, shown)}
-    choices, tuned = None, None
-    if args.tune:
-        on = args.on or next((k for k in shown if k.startswith("val/")), None)
-        if on is None:
-            raise SystemExit(f"--tune {args.tune}: no val/ metric in the runs (found {shown}); name one with --on")
-        try:
-            choices = tune(rows, swept, args.tune, on)
-        except ValueError as err:
-            raise SystemExit(str(err)) from None
-        if args.print_best:
-            others = [k for k in swept if k not in (args.tune, "seed")]
-            for c in choices:
-                print(" ".join([f"{k}={c[k]}" for k in others] + [str(c[args.tune])]))
-            return 0
+    if args.print_best:
+        others = [k for k in swept if k not in (choices[0]["_key"], "seed")]
+        for c in choices:
+            print(" ".join([f"{k}={c[k]}" for k in others] + [str(c[c["_key"]])]))
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
     text = to_markdown(rows, shown, swept)
     if choices:
-        tuned = tuned_groups(rows, swept, args.tune, choices, shown)
-        tables["report/tuned"] = tuned_table(tuned, swept, shown)
-        text += _tuned_text(choices, args.tune, tables["report/tuned"])
-        write_json(folder / "tuned.json", {"choices": choices, "results": tuned})
+        key = choices[0]["_key"]
+        if len({c["_key"] for c in choices}) == 1:
+            tables["report/tuned"] = tuned_table(tuned, swept, shown)
+            text += _tuned_text(
+                [{k: v for k, v in c.items() if k != "_key"} for c in choices], key, tables["report/tuned"]
+            )
+        write_json(
+            folder / "tuned.json", {"choices": choices if len(folders) > 1 else _plain(choices), "results": tuned}
+        )
     atomic_write_text(folder / "report.md", text)
+    header, values = csv_table(rows, swept, shown)
+    cells = write_csv(folder / "report.csv", header, values)
     print(text)
     failed = [r for r in rows if r["status"] != "finished"]
     if failed:
@@ -178,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(failed)} of {len(rows)} runs have no result: "
             + "; ".join(f"{r['run']}: {r['status']} ({r['error']})" for r in failed)
         )
-    plots = []
+    plots, metric = [], None
     if shown:
         metric = args.metric or next((k for k in shown if k.startswith("test/")), shown[0])
         if not any(metric in g for g in groups):
@@ -188,12 +265,36 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise SystemExit(str(err)) from None
         plots.append(plot(groups, metric, x, lines, folder / "report.png"))
-        if "method" in swept:
+        if "method" in swept or len(folders) > 1:
             plots.append(plot_params(tuned or groups, metric, folder / "report_params.png"))
-    print(f"wrote {folder / 'report.md'}" + "".join(f" and {p}" for p in plots))
+    written = [folder / "report.md", folder / "report.csv", *plots]
+    if args.html:
+        written.append(_page(folder, folders, rows, tuned or groups, swept, metric, (header, cells, values), shown))
+    print("wrote " + ", ".join(str(p) for p in written))
     if args.wandb:
         log_to_wandb(rows, folder, tables, plots, args.project)
     return 0
+
+
+def _plain(choices: list[dict]) -> list[dict]:
+    return [{k: v for k, v in c.items() if k != "_key"} for c in choices]
+
+
+def _page(folder, folders, rows, groups, swept, metric, table, shown) -> Path:
+    from loldu.sweeps.page import write_page
+
+    return write_page(
+        folder / "report.html",
+        title=f"Report of {folders[0]}" if len(folders) == 1 else f"Report of {len(folders)} sweeps in {folder}",
+        sources=[str(f) for f in folders],
+        rows=rows,
+        groups=groups,
+        keys=[k for k in swept if k != "seed"],
+        metric=metric,
+        table=table,
+        shown=shown,
+        run_dirs={r["run"]: r["dir"] for r in rows},
+    )
 
 
 if __name__ == "__main__":

@@ -121,7 +121,9 @@ def read_run(folder: Path, run: Path) -> dict:
 def _results(run: Path, metrics: dict) -> dict:
     params = metrics.get("params") or {}
     row = {"adapter": params.get("adapter"), "head": params.get("head"), "trainable": params.get("trainable")}
-    row["step_s"] = (metrics.get("perf") or {}).get("step_time_s")  # median wall time of a training step
+    perf = metrics.get("perf") or {}
+    row["step_s"] = perf.get("step_time_s")  # median wall time of a training step
+    row.update(record(metrics))
     for part in ("test", "val", "train"):  # diffusion runs: no validation set
         row.update(metrics.get(part) or {})
     if "val/loss" in (metrics.get("val_before") or {}):
@@ -134,6 +136,41 @@ def _results(run: Path, metrics: dict) -> dict:
     for task, values in results.get("results", {}).items():
         row.update({f"bench/{task}/{m}": v for m, v in values.items() if not m.endswith("stderr")})
     return row
+
+
+#: What a run recorded about how it ran (metrics.json since issue 22), one column each in report.csv and the page.
+RECORD_COLUMNS = (
+    "adapter_bytes",
+    "peak_mem_mib",
+    "peak_mem_kind",
+    "step_iqr_s",
+    "device",
+    "git_commit",
+    "git_dirty",
+    "versions",
+)
+
+
+def record(metrics: dict) -> dict:
+    """The :data:`RECORD_COLUMNS` of a run's metrics.json: adapter weight bytes on disk, peak memory (MiB) and what
+    it measured (``cuda_max_allocated``, or ``cpu_max_rss``: the whole process's peak resident set), the spread of
+    the step time (interquartile range, s), the device's name, the source tree's commit and whether it had
+    uncommitted changes, the library versions (``torch 2.15.0, peft 0.21.2, ...``). Older records lack some: None
+    (a peak memory without its kind: ``kind not recorded``)."""
+    perf = metrics.get("perf") or {}
+    git = metrics.get("git") or {}
+    versions = metrics.get("versions") or {}
+    peak = perf.get("peak_mem_mib")
+    return {
+        "adapter_bytes": metrics.get("adapter_bytes"),
+        "peak_mem_mib": peak,
+        "peak_mem_kind": perf.get("peak_mem_kind") or ("kind not recorded" if peak is not None else None),
+        "step_iqr_s": perf.get("step_time_iqr_s"),
+        "device": (metrics.get("device") or {}).get("name"),
+        "git_commit": (git.get("commit") or "")[:12] or None,
+        "git_dirty": git.get("dirty"),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v) or None,
+    }
 
 
 def collect(folder: str | Path) -> list[dict]:
