@@ -3,6 +3,7 @@ finished, each lr choice is the one validation makes, and the committed summary 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,44 @@ def test_seeds_ran_at_the_lr_validation_chose():
         seeds = collect(method / "seeds")
         assert {str(value(r, key)) for r in seeds} == {str(choice[key])}, method
         assert sorted(r["seed"] for r in seeds) == [1, 2], method
+
+
+def _tracked(folder: Path) -> list[Path]:
+    """The files of ``folder`` that the repository holds (git ls-files), else every file in it."""
+    out = subprocess.run(["git", "ls-files", "-z", str(folder)], cwd=ROOT, capture_output=True, text=True)
+    if out.returncode == 0 and out.stdout:
+        return [ROOT / p for p in out.stdout.split("\0") if p]
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+TEXT_OUTPUTS = (".md", ".csv", ".json")
+
+
+@pytest.mark.parametrize("study", sorted(p.parent.name for p in STUDIES.glob("*/report.sh")))
+def test_study_report_regenerates_from_the_repository_alone(study, tmp_path):
+    """Each study's report.sh, run on a copy of only the files the repository holds, writes the tables (md, csv,
+    json) that are committed, byte for byte: nothing a report reads is missing from the repository (an ignored run
+    folder, a local file), and the committed tables are what today's code makes of the committed runs."""
+    files = _tracked(STUDIES / study)
+    for path in files:
+        target = tmp_path / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    committed = {p.relative_to(ROOT): p.read_bytes() for p in files if p.suffix in TEXT_OUTPUTS}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    out = subprocess.run(
+        ["bash", str(tmp_path / "experiments" / study / "report.sh")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    changed = [str(p) for p, data in committed.items() if (tmp_path / p).read_bytes() != data]
+    written = {
+        p.relative_to(tmp_path) for p in (tmp_path / "experiments" / study).rglob("*") if p.suffix in TEXT_OUTPUTS
+    }
+    new = sorted(str(p) for p in written - set(committed))
+    assert not changed, f"report.sh of {study} no longer writes the committed {changed}: run `make studies`, commit"
+    assert not new, f"report.sh of {study} writes tables the repository does not hold: {new}"
