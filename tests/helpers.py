@@ -89,11 +89,22 @@ METHOD_TABLE = {
     "svfit": ({"r": 8}, True),
     "lora": ({"r": 4}, True),
     "pissa": ({"r": 4}, True),
+    "melora": ({"r": 8, "options": {"n_mini": 4}}, True),  # 4 mini LoRAs of rank 2
     "vera": ({"r": 8}, True),
     "fourierft": ({"r": 40}, False),  # PEFT's default init draws a random spectrum
     "bitfit": ({}, True),
     "full": ({}, True),
     "linear_probe": ({}, True),
+    # PEFT's methods by name (loldu/methods/peft_tuners.py; tests/test_peft_tuners.py has their own checks)
+    "adalora": ({"r": 4}, True),  # target_r; its singular values start at zero
+    "dora": ({"r": 4}, True),
+    "vblora": ({"r": 4}, False),  # both factors are drawn from the random vector bank
+    "tinylora": ({}, True),
+    "road": ({}, True),
+    "ia3": ({}, True),
+    "loha": ({"r": 4}, True),
+    "lokr": ({"r": 4}, True),
+    "oft": ({}, True),
 }
 """Method row -> (spec fields for hidden size 32, output equals the base at init?); ``<name>_full`` rows are another
 setting of method ``<name>``."""

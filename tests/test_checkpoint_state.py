@@ -60,8 +60,9 @@ def test_checkpoint_restores_exactly_the_adapter(method):
     if isinstance(adapted, PeftModel):
         assert not any(".base_layer." in k or ".original_module." in k for k in saved), "frozen base kept"
         # Everything PEFT itself writes to an adapter file is in the checkpoint too.
-        # (PEFT drops the adapter name, and "modules_to_save." from kept heads, in its keys.)
+        # (PEFT drops the adapter name, "modules_to_save." from kept heads and ".weight" from DoRA's magnitude.)
         ours = {k.removeprefix("model.").replace(".default", "").replace(".modules_to_save", "") for k in saved}
+        ours = {k.replace("lora_magnitude_vector.weight", "lora_magnitude_vector") for k in ours}
         peft_keys = {k.replace(".default", "") for k in get_peft_model_state_dict(adapted)}
         assert peft_keys <= ours, sorted(peft_keys - ours)[:5]
 

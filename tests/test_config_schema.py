@@ -18,13 +18,14 @@ from loldu.config.schema import (
 )
 from loldu.methods.diagonal import parts
 from loldu.methods.loldu import LoLDUConfig
+from loldu.methods.melora import MELoRAConfig
 from loldu.methods.svfit import SVFitConfig
 
 #: Fields of the config classes that are not options (the spec's own keys, PEFT's bookkeeping).
 NOT_OPTIONS = {"r", "alpha", "target_modules", "modules_to_save", "bias"}
 
 
-@pytest.mark.parametrize("name, config_cls", [("loldu", LoLDUConfig), ("svfit", SVFitConfig)])
+@pytest.mark.parametrize("name, config_cls", [("loldu", LoLDUConfig), ("svfit", SVFitConfig), ("melora", MELoRAConfig)])
 def test_the_option_schema_names_every_option_of_the_config_class_with_its_type(name, config_cls):
     own = {
         f
@@ -42,6 +43,8 @@ def test_the_option_schema_names_every_option_of_the_config_class_with_its_type(
             continue
         kinds = {kind(t()) for t in typing.get_args(hints[key]) or (hints[key],) if t is not type(None)}
         kinds = {"list" if k == "list" else k for k in kinds}
+        if "float" in kinds:
+            kinds.add("int")  # a float option takes a whole number too (dropout=0)
         assert kinds == set(allowed), (key, kinds)
 
 

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from loldu.config import check_config
+from loldu.config.checks import DIFFUSION_METHODS
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Values the user must give (???) for the generic tasks.
@@ -86,8 +87,14 @@ def test_the_canonical_paper_command_composes(composer):
 
 
 def _check(cfg):
-    if cfg.model.family != cfg.task.family:
+    if cfg.method.name == "peft" and cfg.method.peft_type is None:  # method=peft names its PEFT method first
+        with pytest.raises(ValueError, match="give method.peft_type"):
+            check_config(cfg)
+    elif cfg.model.family != cfg.task.family:
         with pytest.raises(ValueError, match="pick a .* model"):
+            check_config(cfg)
+    elif cfg.method.name in DIFFUSION_METHODS and cfg.task.family != "diffusion":
+        with pytest.raises(ValueError, match="runs on diffusion tasks only"):
             check_config(cfg)
     elif cfg.method.name == "linear_probe" and not cfg.model.head_modules:  # causal LMs, the UNet
         with pytest.raises(ValueError, match="linear_probe needs a head"):

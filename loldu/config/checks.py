@@ -20,12 +20,15 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from loldu.config.names import EXAMPLE_MODEL, RANKED_METHODS, SPANNING_METHODS, choice
+from loldu.config.peft_types import check_peft_type
 from loldu.config.schema import check_method_options, check_override_types
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Not settings: what a user may type instead, and where to go.
 REDIRECTS = {"ckpt_path": "resume a run with resume=<run dir> (its last checkpoint is picked up)"}
 _REFERENCE = re.compile(r"\$\{\s*(\w+)\s*\}")  # ${rank}, ${alpha}, ${init}: top-level keys a method reads
+# Methods that train a Stable Diffusion concept only (the LoLDU paper's SD baselines): diffusion tasks only.
+DIFFUSION_METHODS = ("textual_inversion", "dreambooth_full")
 
 
 def hydra_config() -> DictConfig | None:
@@ -197,7 +200,8 @@ def command_line(hydra_cfg: DictConfig | None) -> list:
 def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None, defaults: DictConfig | None = None) -> None:
     """Refuse ``+group.key=value`` where nothing reads ``key``: a node with no ``_target_`` above or in it
     (``+task.num_label=3``). Keys added to an instantiated node are its keyword arguments and pass
-    (``+trainer.max_steps=10``); ``method.options`` is checked against the method's config class.
+    (``+trainer.max_steps=10``); ``method.options`` (``method.config`` of ``method=peft``) is checked against the
+    method's config class.
 
     Raises:
         ValueError: naming the node's keys and the closest one.
@@ -209,7 +213,7 @@ def check_added_keys(cfg: DictConfig, hydra_cfg: DictConfig | None = None, defau
         if not added or "." not in path or path in groups or path.split(".")[0] == "hydra":
             continue
         parent_path, key = path.rsplit(".", 1)
-        if parent_path == "method.options" or _consumed_by_target(cfg, path):
+        if parent_path in ("method.options", "method.config") or _consumed_by_target(cfg, path):
             continue
         parent = OmegaConf.select(cfg, parent_path)
         siblings = [str(k) for k in parent if k != key] if OmegaConf.is_dict(parent) else []
@@ -426,6 +430,7 @@ def check_config(cfg: DictConfig) -> None:
     if defaults is not None:
         check_override_types(cfg, defaults, command_line(hydra_cfg))
     check_method_options(cfg)
+    check_peft_type(cfg)  # method=peft: method.peft_type names a PEFT method
     check_method_settings(cfg, hydra_cfg)
     check_alpha_follows_rank(cfg, hydra_cfg)
     check_epochs(cfg)
@@ -436,6 +441,12 @@ def check_config(cfg: DictConfig) -> None:
             f"model {choice('model')!r} is a {model_family} model and task {choice('task')!r} needs a "
             f"{task_family} model: pick a {task_family} model (e.g. model="
             f"{EXAMPLE_MODEL.get(task_family, '...')}) or a {model_family} task"
+        )
+    if cfg.method.name in DIFFUSION_METHODS and task_family != "diffusion":
+        raise ValueError(
+            f"method={cfg.method.name} learns a Stable Diffusion concept and runs on diffusion tasks only; task "
+            f"{choice('task')!r} is of the {task_family} family: pick a diffusion task and model (e.g. model=tiny_sd "
+            f"task=dreambooth_animal) or another method"
         )
     check_rank_fits(cfg)
     if cfg.method.name == "linear_probe" and not cfg.model.head_modules:

@@ -17,7 +17,7 @@ ALIASES = {
 # A model to suggest for each task family when a model of another family was picked.
 EXAMPLE_MODEL = {"text": "minilm", "image": "tiny_vit", "causal_lm": "smollm2", "diffusion": "tiny_sd"}
 # Methods whose rank is bounded by min(out, in) of the target layers.
-RANKED_METHODS = ("loldu", "svfit", "lora", "pissa")
+RANKED_METHODS = ("loldu", "svfit", "lora", "pissa", "melora", "dora", "tinylora")
 # Methods whose rank counts trained coefficients of fixed out x in matrices (VeRA's shared random rank-one
 # products, FourierFT's spectral entries): more than out * in of a layer cannot be independent (full_rank^2 for
 # square targets); VeRA's paper uses ranks above min(out, in), e.g. 1024 on RoBERTa-base.

@@ -7,10 +7,10 @@ Two sources of types, neither a copy of the configs:
 * the configs themselves: every value a command line overrides must have the kind of the value it replaces in the
   same composition without the command line's values (:func:`check_override_types`: a bool stays a bool, an int an
   int, a list a list), so each group's YAML file is its own schema;
-* :data:`OPTION_SCHEMA`: the options of this project's own methods (LoLDU, SVFit), whose defaults the method YAML
-  files leave null (one source of defaults: the config classes). ``tests/test_config_schema.py`` checks it
-  against ``LoLDUConfig`` and ``SVFitConfig`` so the two cannot drift apart. Options of PEFT's methods are checked
-  against their config classes when the run starts (:func:`loldu.methods.check_spec`).
+* :data:`OPTION_SCHEMA`: the options of this project's own methods (LoLDU, SVFit, MELoRA), whose defaults the
+  method YAML files leave null (one source of defaults: the config classes). ``tests/test_config_schema.py`` checks
+  it against ``LoLDUConfig``, ``SVFitConfig`` and ``MELoRAConfig`` so they cannot drift apart. Options of PEFT's
+  methods are checked against their config classes when the run starts (:func:`loldu.methods.check_spec`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ _DIAGONAL_OPTIONS: dict[str, Choices | tuple[str, ...]] = {
 OPTION_SCHEMA: dict[str, dict[str, Choices | tuple[str, ...]]] = {
     "loldu": {**_DIAGONAL_OPTIONS, "decompose_dtype": Choices(("float32", "float64"))},
     "svfit": {**_DIAGONAL_OPTIONS, "svd": Choices(("full", "lowrank")), "svd_niter": ("int",), "svd_seed": ("int",)},
+    "melora": {
+        "n_mini": ("int",),
+        "dropout": ("float", "int"),  # dropout=0 is a number too
+        "layers_to_transform": ("list", "int"),
+        "layers_pattern": ("list", "str"),
+        "exclude_modules": ("list", "str"),
+    },
 }
 
 

@@ -6,7 +6,7 @@ SVFit with PEFT, so ``peft.get_peft_model(model, LoLDUConfig(...))`` works, and
 every method in :data:`METHODS`, the table :func:`apply_method` reads.
 """
 
-from loldu.methods import loldu, svfit  # noqa: F401  (importing a method registers it; .apply imports the baselines)
+from loldu.methods import loldu, melora, svfit  # noqa: F401  (importing a method registers it; .apply: baselines)
 from loldu.methods.apply import (
     MethodSpec,
     apply_method,
@@ -23,6 +23,7 @@ from loldu.methods.loldu import LoLDUConfig, LoLDULayer, LoLDUModel
 from loldu.methods.registry import METHODS, MethodEntry, get_method, register_method
 from loldu.methods.state import adapter_state_dict
 from loldu.methods.svfit import SVFitConfig, SVFitLayer, SVFitModel
+from loldu.methods.training import after_optimizer_step, check_mergeable, start_training, training_penalty
 
 __all__ = [
     "METHODS",
@@ -36,7 +37,9 @@ __all__ = [
     "SVFitLayer",
     "SVFitModel",
     "adapter_state_dict",
+    "after_optimizer_step",
     "apply_method",
+    "check_mergeable",
     "check_spec",
     "check_targets",
     "count_parameters",
@@ -52,5 +55,7 @@ __all__ = [
     "save_adapter",
     "save_as_diffusers_lora",
     "save_as_peft_lora",
+    "start_training",
     "svd_factors",
+    "training_penalty",
 ]

@@ -3,8 +3,9 @@
 ``apply_method(model, spec)`` turns a plain model into a fine-tunable one with
 any method of the table in :mod:`.registry`: LoLDU and SVFit (this package),
 LoRA, PiSSA, VeRA and FourierFT (PEFT), BitFit, full fine-tuning and linear
-probing. ``count_parameters`` reports adapter parameters and trainable
-parameters including heads separately.
+probing, and any PEFT method by name (``peft:<type>``, :mod:`.peft_tuners`).
+``count_parameters`` reports adapter parameters and trainable parameters
+including heads separately.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from torch.nn.modules.module import register_module_module_registration_hook
 
 from loldu.methods.baselines import in_head
 from loldu.methods.diagonal import DiagonalLayer
+from loldu.methods.diagonal.kinds import SUPPORTED
+from loldu.methods.peft_tuners import spec_mapping
 from loldu.methods.registry import get_method
+
+# The layer types LoRA, LoLDU and SVFit adapt (Linear, GPT-2's Conv1D, Conv1d/2d/3d, Embedding).
+ADAPTABLE = tuple(cls for cls, _ in SUPPORTED)
 
 
 @dataclass
@@ -29,7 +35,8 @@ class MethodSpec:
     """What to apply.
 
     Attributes:
-        name: one of :data:`METHODS` (the registered methods).
+        name: one of :data:`METHODS` (the registered methods), or ``peft:<type>`` for any PEFT method (a mapping
+            may give ``name="peft"`` with ``peft_type`` and ``config`` instead, as ``conf/method/peft.yaml`` does).
         r: rank (loldu, svfit, lora, pissa, vera) or number of frequencies (fourierft).
             None: the default of the method's config class.
         alpha: scale numerator (loldu/svfit sigma0 = alpha/r; lora/pissa lora_alpha;
@@ -49,7 +56,10 @@ class MethodSpec:
 
     @classmethod
     def from_mapping(cls, data: Mapping) -> MethodSpec:
-        """Build from a dict (e.g. a Hydra node); unknown keys go to ``options``."""
+        """Build from a dict (e.g. a Hydra node); unknown keys go to ``options``. ``method=peft``'s ``peft_type``
+        and ``config`` become the name ``peft:<type>`` and options (:func:`~loldu.methods.peft_tuners.spec_mapping`).
+        """
+        data = spec_mapping(data)
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known and k != "options"}
         options = dict(data.get("options") or {})
@@ -93,9 +103,10 @@ def check_spec(spec: MethodSpec | Mapping) -> None:
     for key in spec.options:
         if key not in fields_:
             close = difflib.get_close_matches(key, list(fields_), n=1, cutoff=0.6)
-            hint = f"did you mean method.options.{close[0]}? " if close else ""
+            where = "method.config" if ":" in entry.name else "method.options"  # method=peft: peft:<type>
+            hint = f"did you mean {where}.{close[0]}? " if close else ""
             known = ", ".join(sorted(set(fields_) - NOT_OPTIONS))
-            listed = f"its options are {known}" if known else "it takes no options (drop method.options)"
+            listed = f"its options are {known}" if known else f"it takes no options (drop {where})"
             raise ValueError(f"{entry.name} has no option {key!r}: {hint}{listed}")
     if not entry.is_peft:
         return
@@ -135,10 +146,13 @@ def apply_method(model: nn.Module, spec: MethodSpec | Mapping) -> nn.Module:
     if entry.is_peft:
         if spec.target_modules is not None:
             check_targets(model, spec.target_modules)
+        options = spec.options
+        if entry.model_options is not None:  # sizes that must fit the model (VB-LoRA's vector length), where unset
+            options = {**options, **entry.model_options(model, spec)}
         config = entry.peft_config(
             spec.r,
             spec.alpha,
-            spec.options,
+            options,
             target_modules=spec.target_modules,
             modules_to_save=spec.head_modules or None,
         )
@@ -158,7 +172,7 @@ def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
     injection runs longer than a few seconds (:func:`loldu.run.logs.progress`), e.g. ViT-base at full rank.
 
     Args:
-        model: the plain model about to be adapted (its matching Linear layers give the bar's total).
+        model: the plain model about to be adapted (its matching adaptable layers give the bar's total).
         spec: the method spec (its name labels the bar; its target modules give the total where listed).
     """
     from loldu.methods.progress import progress
@@ -166,7 +180,7 @@ def layer_progress(model: nn.Module, spec: MethodSpec) -> Iterator[None]:
     targets = spec.target_modules
     total = None
     if targets is not None and not isinstance(targets, str):
-        total = sum(isinstance(m, nn.Linear) and any(_module_matches(n, t) for t in targets)
+        total = sum(isinstance(m, ADAPTABLE) and any(_module_matches(n, t) for t in targets)
                     for n, m in model.named_modules())  # fmt: skip
     bar = progress(iter(()), f"{spec.name}: adapting layers", total=total, unit="layer")
 
@@ -204,20 +218,20 @@ def _module_matches(name: str, pattern: str) -> bool:
 
 
 def check_targets(model: nn.Module, targets) -> None:
-    """Refuse target names that match no Linear layer, listing those that exist.
+    """Refuse target names that match no adaptable layer (:data:`ADAPTABLE`), listing those that exist.
 
     Raises:
         ValueError: if a target matches nothing.
     """
     if isinstance(targets, str):
         return  # a regex: PEFT reports a regex that matches nothing
-    linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    missing = [t for t in targets if not any(_module_matches(n, t) for n in linear)]
+    layers = [n for n, m in model.named_modules() if isinstance(m, ADAPTABLE)]
+    missing = [t for t in targets if not any(_module_matches(n, t) for n in layers)]
     if missing:
-        suffixes = sorted({n.rsplit(".", 1)[-1] for n in linear})
+        suffixes = sorted({n.rsplit(".", 1)[-1] for n in layers})
         raise ValueError(
-            f"target modules {missing} match no Linear layer of {type(model).__name__}; "
-            f"Linear layer names here end in: {suffixes}"
+            f"target modules {missing} match no Linear layer (nor Conv1D, Conv1d/2d/3d or Embedding) of "
+            f"{type(model).__name__}; such layers' names here end in: {suffixes}"
         )
 
 
@@ -230,8 +244,10 @@ def _check_heads(model: nn.Module, heads) -> None:
 
 
 def _set_plain_trainable(model: nn.Module, spec: MethodSpec, entry) -> None:
-    if spec.r is not None or spec.alpha is not None or spec.options:
+    if spec.r is not None or spec.alpha is not None or (spec.options and entry.options_cls is None):
         raise ValueError(f"{spec.name} takes no rank, alpha or options; leave them unset (null)")
+    if entry.options_cls is not None:  # its own checks of the values (names: check_spec)
+        entry.options_cls(**{k: v for k, v in spec.options.items() if v is not None})
     if entry.check is not None:
         entry.check(model, spec)
     for name, p in model.named_parameters():

@@ -12,6 +12,7 @@ a PEFT upgrade fails loudly there rather than silently elsewhere.
 
 from __future__ import annotations
 
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from peft.utils.peft_types import PeftType, register_peft_method
 
 PEFT_VERSION_TESTED = "0.21.2"
@@ -58,3 +59,22 @@ def register_with_peft(member: PeftType, config_cls: type, model_cls: type) -> N
     if PEFT_TYPE_TO_TUNER_MAPPING.get(member) is model_cls:
         return
     register_peft_method(name=member.value.lower(), config_cls=config_cls, model_cls=model_cls)
+
+
+class QueryValueTargets:
+    """Mixin of this project's PEFT tuners (LoLDU, SVFit, MELoRA): with no ``target_modules``, the query and value
+    projections of the architecture, by the names PEFT's LoRA table gives them; a model type it lacks is refused
+    with the setting to give."""
+
+    target_module_mapping = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+
+    def _prepare_adapter_config(self, peft_config, model_config: dict):
+        if peft_config.target_modules is None:
+            targets = self.target_module_mapping.get(model_config.get("model_type"))
+            if targets is None:
+                raise ValueError(
+                    f"no default target modules for model type {model_config.get('model_type')!r}; "
+                    "set target_modules (e.g. ['query', 'value'] or ['q_proj', 'v_proj'])"
+                )
+            peft_config.target_modules = set(targets)
+        return peft_config

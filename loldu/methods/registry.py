@@ -11,6 +11,10 @@ Adding a PEFT-shaped method ``foo``: a package ``loldu/methods/foo/`` with ``con
 ``register_with_peft(FOO, FooConfig, FooModel)`` and ``register_method(MethodEntry("foo", FooConfig, ...))``; one
 line ``from loldu.methods import foo`` in ``loldu/methods/__init__.py``; and ``conf/method/foo.yaml``. Its
 checkpoint state is what its layer declares (``adapter_layer_names``, ``other_param_names``), see :mod:`.state`.
+
+A method PEFT already ships needs no package: one line in :data:`loldu.methods.peft_tuners.NAMED` and its YAML, or
+nothing at all with ``method=peft method.peft_type=<type>`` (the family entry ``peft``, whose members are named
+``peft:<type>``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,23 @@ _REGISTRY: dict[str, MethodEntry] = {}
 
 #: Read-only view of the registry: method name -> :class:`MethodEntry`, in registration order.
 METHODS: Mapping[str, MethodEntry] = MappingProxyType(_REGISTRY)
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """What a method does while it trains besides its forward pass (AdaLoRA: its rank allocation). The training
+    loop (:class:`loldu.tasks.common.FineTuneModule`) calls them through :mod:`loldu.methods.hooks`.
+
+    Attributes:
+        fit_start: ``(model, total optimizer steps of the run)``, once training starts (AdaLoRA's ``total_step``).
+        after_step: ``(model, step)``, after each optimizer step while the gradients are still there; ``step``
+            counts optimizer steps from 0.
+        penalty: ``model -> scalar tensor``, a term added to the training loss (AdaLoRA's orthogonality).
+    """
+
+    fit_start: Callable[[Any, int], None] | None = None
+    after_step: Callable[[Any, int], None] | None = None
+    penalty: Callable[[Any], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +64,14 @@ class MethodEntry:
         check: Plain methods: ``(model, spec) -> None``, raises ValueError on a model the method cannot train.
         adapter_state: ``model -> {state-dict key: tensor}``, what a checkpoint must keep; None: the default for
             its kind (see :func:`loldu.methods.adapter_state_dict`).
+        options_cls: Plain methods that take options (textual inversion's placeholder word): the dataclass of
+            ``MethodSpec.options``, whose field defaults are the method's defaults; None: no options.
+        members: A family of methods (``peft``: any PEFT method by its type): ``member -> MethodEntry``, so that
+            ``<name>:<member>`` names one (``peft:ia3``); the family's name alone names none.
+        model_options: PEFT methods: ``(model, spec) -> {field: value}``, config values chosen from the model where
+            the spec leaves them unset (a VB-LoRA vector length that divides the adapted layers' sizes); its
+            ``fields`` attribute names them (a run leaves them null rather than the config class's default).
+        hooks: What the method does while it trains besides its forward pass (:class:`TrainingHooks`).
     """
 
     name: str
@@ -54,6 +83,10 @@ class MethodEntry:
     trainable: Callable[[str, Any], bool] | None = None
     check: Callable[[Any, Any], None] | None = None
     adapter_state: Callable[[Any], dict] | None = None
+    options_cls: type | None = None
+    members: Callable[[str], MethodEntry] | None = None
+    model_options: Callable[[Any, Any], dict] | None = None
+    hooks: TrainingHooks | None = None
 
     @property
     def is_peft(self) -> bool:
@@ -61,11 +94,13 @@ class MethodEntry:
         return self.config_cls is not None
 
     def defaults(self) -> dict[str, Any]:
-        """The config class's field defaults: the one source of this method's defaults."""
-        if self.config_cls is None:
+        """The config class's (a plain method's ``options_cls``'s) field defaults: the one source of this method's
+        defaults."""
+        source = self.config_cls or self.options_cls
+        if source is None:
             return {}
         out = {}
-        for f in dataclasses.fields(self.config_cls):
+        for f in dataclasses.fields(source):
             if f.default is not dataclasses.MISSING:
                 out[f.name] = f.default
             elif f.default_factory is not dataclasses.MISSING:
@@ -118,9 +153,16 @@ def register_method(entry: MethodEntry) -> MethodEntry:
 def get_method(name: str) -> MethodEntry:
     """The entry of method ``name``.
 
+    ``<family>:<member>`` (``peft:ia3``) is a member of a family (:attr:`MethodEntry.members`).
+
     Raises:
-        ValueError: Unknown name; the message lists the registered ones.
+        ValueError: Unknown name (the message lists the registered ones), or a family's name alone.
     """
+    family, _, member = name.partition(":")
+    if member and family in _REGISTRY and _REGISTRY[family].members is not None:
+        return _REGISTRY[family].members(member)
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(_REGISTRY)}")
+    if _REGISTRY[name].members is not None:
+        raise ValueError(f"method {name} is a family of methods: name one as {name}:<member>")
     return _REGISTRY[name]

@@ -104,6 +104,8 @@ class DiffusionBundle:
         resolution: Image side in pixels that training and sampling use.
         family: Always ``"diffusion"``.
         name: Where the weights came from (hub id, folder, or ``"tiny-sd"``).
+        trained: The part the method trains: ``"unet"``, or ``"text_encoder"`` once :meth:`add_placeholder_tokens`
+            has given it new tokens (textual inversion).
     """
 
     unet: nn.Module
@@ -114,11 +116,29 @@ class DiffusionBundle:
     resolution: int
     family: str = "diffusion"
     name: str = ""
+    trained: str = "unet"
 
     @property
     def vae_scale_factor(self) -> int:
         """How much smaller the latents are than the images, per side."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def add_placeholder_tokens(self, options: Any) -> nn.Module:
+        """Textual inversion: add the placeholder token(s) to the tokenizer and their trainable rows to the text
+        encoder (:func:`loldu.methods.textual_inversion.add_placeholder_tokens`); from now on the text encoder is
+        what trains (``trained``) and every pipeline of this bundle knows the new word.
+
+        Args:
+            options: A :class:`~loldu.methods.textual_inversion.TextualInversionOptions` with its initializer word.
+
+        Returns:
+            The new :class:`~loldu.methods.textual_inversion.PlaceholderEmbedding`.
+        """
+        from loldu.methods.textual_inversion import add_placeholder_tokens
+
+        module = add_placeholder_tokens(self.tokenizer, self.text_encoder, options)
+        self.trained = "text_encoder"
+        return module
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """Text-encoder hidden states of prompts, padded to ``tokenizer.model_max_length``.

@@ -124,7 +124,7 @@ def setup_work(model: Any) -> tuple[int, int]:
     layers = [m for m in model.modules() if isinstance(m, DiagonalLayer)]
     work = 0
     for layer in layers:
-        out_f, in_f = layer.get_base_layer().weight.shape
+        out_f, in_f = layer.out_features, layer.in_features  # the factorised matrix (a conv kernel reshaped)
         work += sum(r * out_f * in_f for r in layer.r.values())
     return len(layers), work
 

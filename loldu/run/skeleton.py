@@ -18,8 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from loldu.config import RANKED_METHODS, check_config, choice, mark_refusal
+from loldu.config.peft_types import canonical_peft_type, check_peft_type, is_peft_family, peft_method_name
 from loldu.config.refusal import USER_ERRORS
-from loldu.methods import apply_method, check_spec, count_parameters, get_method
+from loldu.methods import apply_method, check_mergeable, check_spec, count_parameters, get_method
 from loldu.methods.files import write_run_card
 from loldu.run.callbacks import PerfLogger
 from loldu.run.distributed import end_processes, full_parameters, prepare_launch
@@ -69,6 +70,11 @@ def _run(cfg: DictConfig, out: Path, datamodule: L.LightningDataModule, ckpt_pat
     bundle = instantiate(cfg.model.builder, _convert_="all")
     family.prepare(cfg, bundle, datamodule)
     model = apply_method(family.base_model(bundle), method_spec(cfg))
+    if cfg.save_merged:  # before training: a method PEFT cannot merge is refused now, not after the run
+        try:
+            check_mergeable(model)
+        except ValueError as error:
+            raise mark_refusal(error) from None
     counts = count_parameters(model)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))  # the checks have passed
     module = family.module(cfg, model, bundle, datamodule, out, **optim_settings(cfg))
@@ -198,7 +204,13 @@ def resolve_defaults(cfg: DictConfig) -> None:
     """Write into ``cfg`` the values its nulls stand for, so that config.yaml, metrics.json and the W&B run record
     what ran. This is the one place a null setting is resolved: the lr from ``method.train.default_lr``, the rank
     from ``method.train.default_rank`` (LoLDU/SVFit: the targets' full rank) else the method's config class
-    (:func:`loldu.methods.get_method`), the method's options from its config class."""
+    (:func:`loldu.methods.get_method`), the method's options (``method.config`` of ``method=peft``) from its config
+    class. ``method=peft method.peft_type=ia3`` is recorded as method ``peft:ia3`` (type ``IA3``)."""
+    if is_peft_family(cfg.method.name):
+        check_peft_type(cfg)  # a missing or unknown type: the friendly refusal, before anything reads the name
+        with open_dict(cfg):
+            cfg.method.name = peft_method_name(cfg.method.peft_type)
+            cfg.method.peft_type = canonical_peft_type(cfg.method.peft_type)
     entry = get_method(cfg.method.name)
     defaults = entry.defaults()
     with open_dict(cfg):
@@ -207,11 +219,13 @@ def resolve_defaults(cfg: DictConfig) -> None:
         if entry.rank_field is not None and cfg.method.get("r") is None:
             default_rank = cfg.method.train.get("default_rank")
             cfg.method.r = default_rank if default_rank is not None else defaults.get(entry.rank_field)
-        options = cfg.method.get("options") or {}
-        for key in list(options):
-            value = defaults.get(key)
-            if options[key] is None and isinstance(value, (str, int, float, bool)):
-                cfg.method.options[key] = value
+        fitted = set(getattr(entry.model_options, "fields", ()))  # chosen from the model (VB-LoRA's vector_length)
+        for node in ("options", "config"):
+            options = cfg.method.get(node) or {}
+            for key in list(options):
+                value = defaults.get(key)
+                if options[key] is None and key not in fitted and isinstance(value, (str, int, float, bool)):
+                    cfg.method[node][key] = value
 
 
 def method_spec(cfg: DictConfig) -> dict:

@@ -10,7 +10,15 @@ from collections.abc import Callable
 import lightning as L
 import torch
 
-from loldu.methods import adapter_state_dict, count_parameters, optimizer_param_groups
+from loldu.config import mark_refusal
+from loldu.methods import (
+    adapter_state_dict,
+    after_optimizer_step,
+    count_parameters,
+    optimizer_param_groups,
+    start_training,
+    training_penalty,
+)
 
 SCHEDULERS = ("linear", "constant")
 
@@ -88,6 +96,10 @@ class FineTuneModule(L.LightningModule):
         # transformers' from_pretrained returns models in eval mode and Lightning keeps submodule modes:
         # train with dropout as the paper's scripts did.
         self.model.train()
+        try:  # AdaLoRA's total_step: the run's optimizer steps; a schedule that does not fit them is refused
+            start_training(self.model, max(int(self.trainer.estimated_stepping_batches), 1))
+        except ValueError as error:
+            raise mark_refusal(error) from None
         counts = {f"params/{k}": float(v) for k, v in count_parameters(self.model).items()}
         for logger in self.loggers:
             logger.log_metrics(counts, step=0)
@@ -98,6 +110,20 @@ class FineTuneModule(L.LightningModule):
         keep = {f"model.{k}" for k in adapter_state_dict(self.model)}
         keep |= {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    # -- the method's part in each step (AdaLoRA: orthogonality in the loss, rank reallocation after the step) ---
+    def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        penalty = training_penalty(self.model)
+        if penalty is not None:  # ``loss`` arrives divided by the accumulation and multiplied by AMP's loss scale
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            scale = scaler.get_scale() if scaler is not None else 1.0
+            loss = loss + penalty * (scale / self.trainer.accumulate_grad_batches)
+        super().backward(loss, *args, **kwargs)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the gradients are still there (zeroed before the next backward); global_step counts this step from 0
+        after_optimizer_step(self.model, self.trainer.global_step)
 
     # -- optimizer -------------------------------------------------------------------------------------------
     def configure_optimizers(self):

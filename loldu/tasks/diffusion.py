@@ -2,23 +2,31 @@
 
 The VAE and the text encoder are frozen and kept in eval mode; the loss is the DDPM noise-prediction (or
 v-prediction) mean squared error, plus the prior-preservation term when class images are in the batch.
+The LoLDU paper's Stable Diffusion baselines are methods of this family only: ``method=dreambooth_full`` trains the
+whole UNet (export: ``merged/unet``), ``method=textual_inversion`` trains new token rows of the text encoder instead
+(UNet frozen; export: ``textual_inversion/learned_embeds.safetensors`` for diffusers' ``load_textual_inversion``).
 Sample images for fixed prompts and seeds are rendered at set steps into ``samples/`` and logged to W&B
 (:class:`SampleGrids`, with :func:`render` and :func:`image_grid`).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from loldu.methods.progress import progress
+from loldu.methods.textual_inversion import TextualInversionOptions, expand_placeholder
+from loldu.models.diffusion import freeze
 from loldu.tasks.base import TaskFamily, stage_metrics
 from loldu.tasks.common import FineTuneModule, loggers_with
+
+log = logging.getLogger(__name__)
 
 
 def image_grid(images: list, rows: int, cols: int, labels: list[str] | None = None):
@@ -81,37 +89,54 @@ def render(
 
 
 class DiffusionModule(FineTuneModule):
-    """Fine-tunes a Stable Diffusion UNet on instance (and optional class) images.
+    """Fine-tunes a Stable Diffusion UNet on instance (and optional class) images, or, for textual inversion (the
+    bundle's ``trained`` is ``"text_encoder"``), the new token rows of its text encoder through the frozen UNet.
 
     Args:
-        unet: the adapted UNet (a PEFT model around ``UNet2DConditionModel``).
-        bundle: the :class:`~loldu.models.diffusion.DiffusionBundle` (VAE, text encoder, noise scheduler).
+        model: what trains: the adapted UNet (a PEFT model around ``UNet2DConditionModel``, or the UNet itself for
+            full fine-tuning), or the text encoder with its placeholder rows (textual inversion).
+        bundle: the :class:`~loldu.models.diffusion.DiffusionBundle` (VAE, text encoder or UNet, noise scheduler).
         prior_loss_weight: weight of the class-image (prior-preservation) loss.
         **optim: see :class:`~loldu.tasks.common.FineTuneModule`.
     """
 
-    def __init__(self, unet: nn.Module, bundle: Any, prior_loss_weight: float = 1.0, **optim: Any):
+    def __init__(self, model: nn.Module, bundle: Any, prior_loss_weight: float = 1.0, **optim: Any):
         super().__init__(**optim)
-        self.model = unet
-        self.vae = bundle.vae.requires_grad_(False).eval()
-        self.text_encoder = bundle.text_encoder.requires_grad_(False).eval()
+        self.model = model
+        self.trains_text = getattr(bundle, "trained", "unet") == "text_encoder"
+        self.vae = freeze(bundle.vae)
+        if self.trains_text:  # gradients pass through the frozen UNet to the new token rows
+            self.unet = freeze(bundle.unet)
+        else:
+            self.text_encoder = freeze(bundle.text_encoder)
         self.noise_scheduler = bundle.noise_scheduler
         self.prior_loss_weight = float(prior_loss_weight)
 
+    @property
+    def denoiser(self) -> nn.Module:
+        """The UNet the loss runs through (the trained one, or the frozen one for textual inversion)."""
+        return self.unet if self.trains_text else self.model
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The text encoder (the trained one for textual inversion, else the frozen one)."""
+        return self.model if self.trains_text else self.text_encoder
+
     def on_train_epoch_start(self) -> None:
         self.vae.eval()
-        self.text_encoder.eval()
+        (self.unet if self.trains_text else self.text_encoder).eval()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         pixels = batch["pixel_values"].to(self.vae.dtype)
         with torch.no_grad():
             latents = self.vae.encode(pixels).latent_dist.sample() * self.vae.config.scaling_factor
-            hidden = self.text_encoder(batch["input_ids"])[0]
+        with torch.set_grad_enabled(self.trains_text):
+            hidden = self.encoder(batch["input_ids"])[0]
         noise = torch.randn_like(latents)
         sched = self.noise_scheduler
         steps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
         noisy = sched.add_noise(latents, noise, steps)
-        pred = self.model(noisy, steps, encoder_hidden_states=hidden).sample
+        pred = self.denoiser(noisy, steps, encoder_hidden_states=hidden).sample
         if sched.config.prediction_type == "epsilon":
             target = noise
         elif sched.config.prediction_type == "v_prediction":
@@ -130,22 +155,86 @@ class DiffusionModule(FineTuneModule):
         return loss
 
 
+def textual_inversion_options(cfg: DictConfig) -> TextualInversionOptions:
+    """``method.options`` of a textual inversion run, its nulls taking the defaults; a null initializer word is the
+    task's class word (``task.concept_class``).
+
+    Raises:
+        ValueError: a bad option value, or no initializer word at all.
+    """
+    given = OmegaConf.to_container(cfg.method.get("options") or OmegaConf.create({}), resolve=True)
+    options = TextualInversionOptions(**{k: v for k, v in given.items() if v is not None})
+    if options.initializer_token is None:
+        options.initializer_token = cfg.task.get("concept_class")
+        if not options.initializer_token:
+            raise ValueError(
+                "textual_inversion starts the new word from an initializer word: set method.options.initializer_token "
+                "(e.g. dog) or task.concept_class"
+            )
+    return options
+
+
+def check_method(cfg: DictConfig, datamodule: Any) -> None:
+    """The checks of the paper's SD baselines that need the task's settings, before any model loads; with
+    ``dreambooth_full`` the merged UNet is the method's export, so ``save_merged`` is set.
+
+    Raises:
+        ValueError: textual inversion whose placeholder the instance prompt does not name, or with
+            ``save_merged=true`` (the UNet does not change: the export is the learned embedding).
+    """
+    if cfg.method.name == "dreambooth_full" and not cfg.save_merged:
+        cfg.save_merged = True  # config.yaml says so
+        log.info("method=dreambooth_full: the trained UNet is written to merged/unet (save_merged=true)")
+    if cfg.method.name != "textual_inversion":
+        return
+    options = textual_inversion_options(cfg)
+    prompt = datamodule.instance_prompt
+    if options.placeholder_token not in prompt:
+        raise ValueError(
+            f"method.options.placeholder_token={options.placeholder_token!r} does not occur in task.data."
+            f"instance_prompt {prompt!r}, so textual inversion would learn nothing: name the subject with it there "
+            "(and in task.samples.prompts), or set the placeholder to the word the prompts use"
+        )
+    if cfg.save_merged:
+        raise ValueError(
+            "save_merged=true: textual_inversion leaves the UNet as it was, and its export is "
+            "textual_inversion/learned_embeds.safetensors (diffusers' pipeline.load_textual_inversion reads it): "
+            "drop save_merged"
+        )
+
+
 class DiffusionFamily(TaskFamily):
     """DreamBooth-style concept learning: trained by steps, no validation, sample grids, a diffusers LoRA."""
 
     adapted = "unet"
     merged_subdir = "unet"
 
+    def base_model(self, bundle: Any) -> Any:
+        """The UNet, or the text encoder once textual inversion has given it new tokens (``bundle.trained``)."""
+        return getattr(bundle, getattr(bundle, "trained", self.adapted))
+
     def data_kwargs(self, bundle: Any) -> dict:
         return {"tokenizer": bundle.tokenizer, "resolution": bundle.resolution}
+
+    def check_data(self, cfg: DictConfig) -> Any:
+        datamodule = super().check_data(cfg)
+        check_method(cfg, datamodule)
+        return datamodule
 
     def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
         from loldu.data.dreambooth import generate_class_images
         from loldu.models.diffusion import check_prompt_length
 
+        placeholder, vectors = "", 1  # what the text encoder reads: a multi-vector placeholder written out in full
+        if cfg.method.name == "textual_inversion":  # the new word's tokens, before any prompt is tokenized
+            options = textual_inversion_options(cfg)
+            bundle.add_placeholder_tokens(options)
+            placeholder, vectors = options.placeholder_token, options.num_vectors
+            datamodule.instance_prompt = expand_placeholder(datamodule.instance_prompt, placeholder, vectors)
         datamodule.attach(**self.data_kwargs(bundle))  # folders and images were checked; now the prompt lengths
         for prompt in cfg.task.samples.prompts:  # refuses prompts longer than the text encoder takes
-            check_prompt_length(bundle.tokenizer, prompt, "task.samples.prompts entry")
+            written = expand_placeholder(prompt, placeholder, vectors)
+            check_prompt_length(bundle.tokenizer, written, "task.samples.prompts entry")
         missing = datamodule.class_images_missing() if datamodule.with_prior_preservation else 0
         if missing > 0:
             pipe = bundle.pipeline()
@@ -160,7 +249,7 @@ class DiffusionFamily(TaskFamily):
         datamodule.setup("fit")
 
     def module(self, cfg: DictConfig, model: Any, bundle: Any, datamodule: Any, out: Path, **optim: Any):
-        return DiffusionModule(unet=model, bundle=bundle, prior_loss_weight=cfg.task.prior_loss_weight, **optim)
+        return DiffusionModule(model=model, bundle=bundle, prior_loss_weight=cfg.task.prior_loss_weight, **optim)
 
     def callbacks(self, cfg: DictConfig, bundle: Any, datamodule: Any, out: Path) -> list:
         s = cfg.task.samples
@@ -180,10 +269,15 @@ class DiffusionFamily(TaskFamily):
         }
 
     def extra_exports(self, cfg: DictConfig, model: Any, out: Path) -> None:
+        """``lora/`` (LoLDU/SVFit with ``task.export_lora``: an exact diffusers LoRA), or ``textual_inversion/``
+        (the learned embedding, for ``pipeline.load_textual_inversion``); dreambooth_full's UNet is ``merged/unet``."""
         from loldu.methods.files.export import save_as_diffusers_lora
+        from loldu.methods.textual_inversion import save_learned_embeds
 
         if cfg.task.export_lora and cfg.method.name in ("loldu", "svfit"):
             save_as_diffusers_lora(model, out / "lora")
+        if cfg.method.name == "textual_inversion":
+            save_learned_embeds(model, out / "textual_inversion")
 
     def monitored(self, cfg: DictConfig, metrics: dict) -> float | None:
         return metrics["train"].get("train/loss")
@@ -254,7 +348,8 @@ class SampleGrids(L.Callback):
         model = pl_module.model
         was_training = model.training
         model.eval()
-        unet = model.get_base_model() if hasattr(model, "get_base_model") else model
+        unet = getattr(pl_module, "denoiser", model)  # textual inversion: the frozen UNet, the trained text encoder
+        unet = unet.get_base_model() if hasattr(unet, "get_base_model") else unet
         pipe = self.bundle.pipeline(unet=unet, scheduler=self.sampler)
         try:
             images = render(

@@ -73,8 +73,14 @@ def meta_factors(weight: torch.Tensor, r: int, pivots: bool) -> Factors:
     )
 
 
-def check_rank(r: int, weight_shape: tuple[int, ...], name: str = "layer") -> None:
+def check_rank(r: int, weight_shape: tuple[int, ...], name: str = "layer", note: str = "") -> None:
     """Refuse a rank that does not fit a weight.
+
+    Args:
+        r: the rank asked for.
+        weight_shape: the (out, in) matrix factorised.
+        name: the layer, for the message.
+        note: where the matrix comes from when it is not the weight as stored (e.g. a convolution's kernel).
 
     Raises:
         ValueError: if r is not in [1, min(out, in)].
@@ -83,7 +89,7 @@ def check_rank(r: int, weight_shape: tuple[int, ...], name: str = "layer") -> No
     limit = min(out_f, in_f)
     if not isinstance(r, int) or isinstance(r, bool) or r < 1 or r > limit:
         raise ValueError(
-            f"rank r={r} does not fit {name} with weight {out_f}x{in_f}: r must be an "
+            f"rank r={r} does not fit {name} with weight {out_f}x{in_f}{note}: r must be an "
             f"integer in [1, {limit}] (= min(out, in)). Lower r, or restrict the target "
             "modules to layers at least that large."
         )

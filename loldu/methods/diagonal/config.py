@@ -17,7 +17,13 @@ class DiagonalConfig(PeftConfig):
     ``W_eff = W + left diag(sigma z - sigma0 ref) right`` with ``sigma0 = alpha / r``.
     """
 
-    r: int = field(default=64, metadata={"help": "Kept rank per adapted matrix (1 <= r <= min(in, out))."})
+    r: int = field(
+        default=64,
+        metadata={
+            "help": "Kept rank per adapted matrix (1 <= r <= min(out, in) of the matrix factorised: a "
+            "convolution's kernel reads as out x in/groups*kernel, an embedding as num_embeddings x dim)."
+        },
+    )
     alpha: float | None = field(
         default=None,
         metadata={"help": "sigma0 = alpha / r. None means alpha = r (sigma0 = 1), as in the paper's scripts."},
@@ -78,7 +84,11 @@ class DiagonalConfig(PeftConfig):
         if isinstance(self.exclude_modules, list):
             self.exclude_modules = set(self.exclude_modules)
         if self.bias != "none":
-            raise ValueError(f"bias must be 'none' for {type(self).__name__}; use method=bitfit to train biases")
+            # A TypeError, as for PEFT configs without a bias argument (PEFT's tests skip bias cases on it).
+            raise TypeError(
+                f"{type(self).__name__} does not support bias={self.bias!r}: bias training is not part of the "
+                "method, only bias='none' is accepted; use method=bitfit to train biases"
+            )
         validate_common(self)
 
     @classmethod

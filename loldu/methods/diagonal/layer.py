@@ -1,9 +1,11 @@
 """Machinery shared by LoLDU and SVFit: a frozen rank-r factor pair around a
 trainable diagonal.
 
-An adapted ``nn.Linear`` computes::
+An adapted layer reads its weight as a matrix ``M`` (out x in; see
+:mod:`loldu.methods.diagonal.kinds` for Linear, GPT-2's Conv1D, Conv1d/2d/3d and
+Embedding) and computes its base operation with::
 
-    W_eff = W + left @ diag(sigma * z - sigma0 * ref) @ right
+    M_eff = M + left @ diag(sigma * z - sigma0 * ref) @ right
 
 ``left`` (out x r) and ``right`` (r x in) are frozen buffers, ``z`` (r) and the
 scale ``sigma`` (shape (1,)) are trained, ``ref`` is the fixed reference subtracted so the
@@ -20,13 +22,13 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
 from loldu.methods.decompose import Factors, fingerprint
 from loldu.methods.diagonal.fused import FusedDiagLinear
+from loldu.methods.diagonal.kinds import kind_for
 from loldu.methods.diagonal.mixed import mixed_batch_forward
 from loldu.methods.diagonal.parts import (
     FactorStore,
@@ -59,11 +61,8 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
     saved_state: tuple[str, ...] = ("ref", "d", "fingerprint")
 
     def __init__(self, base_layer: nn.Module, **kwargs) -> None:
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(
-                f"{type(self).__name__} adapts torch.nn.Linear layers only, got {type(base_layer).__name__}; "
-                "choose target_modules that name Linear layers"
-            )
+        base = base_layer.get_base_layer() if isinstance(base_layer, BaseTunerLayer) else base_layer
+        kind = kind_for(base)  # refuses an unsupported layer type (ValueError, PEFT's wording)
         nn.Module.__init__(self)
         self.base_layer = base_layer
         p = self.prefix
@@ -81,8 +80,21 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters = []
         self.kwargs = kwargs
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        # How the base layer reads as a matrix and runs with another weight (a plain object, not a submodule).
+        self.kind = kind
+        # The factorised matrix's shape (for Linear the layer's own; see kinds for the other types).
+        self.in_features = kind.in_features
+        self.out_features = kind.out_features
+
+    def base_matrix(self) -> torch.Tensor:
+        """The base weight as the matrix the adapters factorise (out x in), a view where possible."""
+        return self.kind.matrix(self.get_base_layer().weight)
+
+    def base_fingerprint(self) -> torch.Tensor:
+        """:func:`~loldu.methods.decompose.fingerprint` of the base weight as stored, flattened to its first dim
+        (as :func:`loldu.methods.files.integrity.weight_fingerprint` takes it; Conv1D's is not transposed)."""
+        weight = self.get_base_layer().weight
+        return fingerprint(weight.reshape(weight.shape[0], -1))
 
     # -- access to the per-adapter containers, by role --------------------
     def _dict(self, role: str):
@@ -104,7 +116,7 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
             ValueError: for a rank that does not fit (options are checked by the config).
         """
         r = config.r
-        weight = self.get_base_layer().weight
+        weight = self.base_matrix()
         if adapter_name in self.merged_adapters:
             raise ValueError(f"adapter {adapter_name!r} is merged; unmerge it before replacing it")
         if self.merged:
@@ -122,7 +134,7 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         )
         self._dict("ref")[adapter_name] = ref.to(dev)
         self._dict("d")[adapter_name] = factors.d.float().to(dev)
-        self._dict("fingerprint")[adapter_name] = fingerprint(weight)
+        self._dict("fingerprint")[adapter_name] = self.base_fingerprint()
         for key, value in extra.items():
             self._dict(key)[adapter_name] = value
         self.r[adapter_name] = r
@@ -134,40 +146,56 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
 
     def _set_factors(self, adapter_name: str, factors: Factors, weight: torch.Tensor) -> None:
         dtype = weight.dtype if weight.is_floating_point() else torch.float32
-        self._dict("left")[adapter_name] = factors.left.to(weight.device, dtype).contiguous()
+        left = self.kind.fix_left(factors.left.to(weight.device, dtype))
+        self._dict("left")[adapter_name] = left.contiguous()
         self._dict("right")[adapter_name] = factors.right.to(weight.device, dtype).contiguous()
 
     # -- the update -----------------------------------------------------------
     def delta_diag(self, adapter_name: str) -> torch.Tensor:
-        """``sigma * z - sigma0 * ref``: the diagonal of the update (float32)."""
+        """``sigma * z - sigma0 * ref``: the diagonal of the update.
+
+        In z's dtype (float32 by default), or float64 where the factors are float64 (a float64 model keeps its
+        precision end to end).
+        """
         z = self._dict("z")[adapter_name]
+        dtype = torch.promote_types(z.dtype, self._dict("left")[adapter_name].dtype)
         sigma = self._dict("sigma")[adapter_name]
-        return sigma * z - self.sigma0[adapter_name] * self._dict("ref")[adapter_name]
+        ref = self._dict("ref")[adapter_name]
+        return sigma.to(dtype) * z.to(dtype) - self.sigma0[adapter_name] * ref.to(dtype)
+
+    def delta_matrix(self, adapter_name: str) -> torch.Tensor:
+        """``left @ diag(dz) @ right`` (out x in, the matrix's shape), in float32 or the factors' wider dtype."""
+        left, right = self._dict("left")[adapter_name], self._dict("right")[adapter_name]
+        dtype = torch.promote_types(left.dtype, torch.float32)
+        return (left.to(dtype) * self.delta_diag(adapter_name).to(dtype)) @ right.to(dtype)
 
     def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
-        """``left @ diag(dz) @ right`` in float32, shaped like the base weight."""
-        left = self._dict("left")[adapter_name].float()
-        right = self._dict("right")[adapter_name].float()
-        return (left * self.delta_diag(adapter_name)) @ right
+        """The update shaped like the base weight (PEFT's convention), in float32 or the factors' wider dtype."""
+        return self.kind.to_weight(self.delta_matrix(adapter_name))
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         """Add the active (or named) adapters' updates into the base weight.
+
+        The sum is taken in float32 (float64 for a float64 base) and rounded once to the base dtype; unmerging
+        subtracts the same update, so merge then unmerge gives back the base weight up to that rounding (exact
+        where the sums are exact; within one unit in the last place of ``|W| + |update|`` in the base dtype).
 
         Args:
             safe_merge: check the merged weight for inf/NaN before writing it.
             adapter_names: adapters to merge; default the active ones.
 
         Raises:
-            ValueError: with safe_merge, if the merged weight is not finite.
+            ValueError: with safe_merge, if the merged weight is not finite (PEFT's message).
         """
         base = self.get_base_layer()
         for name in check_adapters_to_merge(self, adapter_names):
             if name not in self._dict("z"):
                 continue
             with torch.no_grad():
-                merged = base.weight.float() + self.get_delta_weight(name)
+                delta = self.get_delta_weight(name)
+                merged = base.weight.to(delta.dtype) + delta
                 if safe_merge and not torch.isfinite(merged).all():
-                    raise ValueError(f"merging adapter {name!r} gives non-finite weights")
+                    raise ValueError(f"NaNs detected in the merged weights. The adapter {name} seems to be broken")
                 base.weight.copy_(merged.to(base.weight.dtype))
             self.merged_adapters.append(name)
 
@@ -180,8 +208,8 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         while self.merged_adapters:
             name = self.merged_adapters.pop()
             with torch.no_grad():
-                w = base.weight.float() - self.get_delta_weight(name)
-                base.weight.copy_(w.to(base.weight.dtype))
+                delta = self.get_delta_weight(name)
+                base.weight.copy_((base.weight.to(delta.dtype) - delta).to(base.weight.dtype))
 
     # -- forward ----------------------------------------------------------------
     def choose_path(self, adapter_name: str, tokens: int) -> str:
@@ -193,12 +221,22 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         cheaper way to dz's gradient (:func:`dz_grad_costs`). Without gradients
         (evaluation) the comparison is ``tokens * r * (in + out)`` against
         ``out * r * in``.
+
+        Convolutions and embeddings have no fused path: ``fused`` runs the ``weight`` path there, and ``auto``
+        compares the activation path with the weight path by their own costs
+        (:meth:`loldu.methods.diagonal.kinds.Kind.costs`).
         """
         path = self.forward_path[adapter_name]
+        training = torch.is_grad_enabled() and self._dict("z")[adapter_name].requires_grad
+        if not self.kind.fused:
+            if path == "auto":
+                costs = self.kind.costs(tokens, self.r[adapter_name], training)
+                return "weight" if costs["weight"] < costs["activation"] else "activation"
+            return "weight" if path == "fused" else path
         if path != "auto":
             return path
         r, out_f, in_f = self.r[adapter_name], self.out_features, self.in_features
-        if torch.is_grad_enabled() and self._dict("z")[adapter_name].requires_grad:
+        if training:
             activation = 2 * tokens * r * (in_f + out_f)
             fused = out_f * r * in_f + min(dz_grad_costs(tokens, r, in_f, out_f))
         else:
@@ -240,7 +278,7 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         active = [a for a in self.active_adapters if a in self._dict("z")]
         if not active:
             return base(x, *args, **kwargs)
-        tokens = x.numel() // max(x.shape[-1], 1)
+        tokens = self.kind.tokens(x)
         result = None
         rest = []
         for name in active:
@@ -256,11 +294,10 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         return result
 
     def activation_delta(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """``x right^T diag(dz) left^T``: adapter ``name``'s contribution, through the rank-r projections."""
+        """Adapter ``name``'s contribution through the rank-r factors (``x right^T diag(dz) left^T`` for Linear)."""
         dtype = self.compute_dtype(x)
         left, right = self._dict("left")[name].to(dtype), self._dict("right")[name].to(dtype)
-        h = (x.to(dtype) @ right.T) * self.delta_diag(name).to(dtype)
-        return h @ left.T
+        return self.kind.activation(self.kind.cast_input(x, dtype), left, self.delta_diag(name).to(dtype), right)
 
     def _forward_merged(self, name: str, x: torch.Tensor, path: str, tokens: int) -> torch.Tensor:
         base = self.get_base_layer()
@@ -270,8 +307,8 @@ class DiagonalLayer(SavedStateMixin, nn.Module, BaseTunerLayer):
         if path == "fused":
             recompute = self.should_recompute(name, tokens)
             by_proj, by_weight = dz_grad_costs(tokens, self.r[name], self.in_features, self.out_features)
-            return FusedDiagLinear.apply(
-                x, base.weight, base.bias, left, right, dz, dtype, recompute, by_weight < by_proj
-            )
-        w_eff = torch.addmm(base.weight.to(dtype), left.to(dtype) * dz.to(dtype), right.to(dtype))
-        return F.linear(x.to(dtype), w_eff, None if base.bias is None else base.bias.to(dtype))
+            weight = self.kind.linear_weight(base.weight)
+            return FusedDiagLinear.apply(x, weight, base.bias, left, right, dz, dtype, recompute, by_weight < by_proj)
+        m_eff = torch.addmm(self.base_matrix().to(dtype), left.to(dtype) * dz.to(dtype), right.to(dtype))
+        bias = getattr(base, "bias", None)
+        return self.kind.forward_with(self.kind.cast_input(x, dtype), m_eff, None if bias is None else bias.to(dtype))

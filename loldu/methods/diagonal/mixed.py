@@ -23,16 +23,20 @@ BASE_NAME = "__base__"
 def check_mixed_batch(layer, x: torch.Tensor, adapter_names: Sequence[str]) -> None:
     """Refuse a mixed batch the layer cannot run as asked.
 
+    Messages are PEFT's (LoRA's ``_check_forward_args``).
+
     Raises:
         ValueError: names and samples differ in number, or adapters are merged.
     """
     if len(x) != len(adapter_names):
         raise ValueError(
-            f"adapter_names has {len(adapter_names)} entries but the batch has {len(x)} samples; "
-            "pass one adapter name (or '__base__') per sample"
+            "Length of `adapter_names` should be the same as the number of inputs, but got "
+            f"{len(adapter_names)} and {len(x)} respectively."
         )
     if layer.merged:
-        raise ValueError("cannot pass adapter_names while adapters are merged; call unmerge_adapter() first")
+        raise ValueError(
+            "Cannot pass `adapter_names` when there are merged adapters, please call `unmerge_adapter` first."
+        )
 
 
 def mixed_batch_forward(layer, x: torch.Tensor, adapter_names: Sequence[str], *args, **kwargs) -> torch.Tensor:
@@ -68,6 +72,8 @@ def adapter_names_hooks(tuner, layer_cls, **kwargs):
     With beam search (``num_beams > 1``) each name is repeated per beam, except
     for an encoder-decoder model's encoder, which sees the original batch.
 
+    Messages are PEFT's (LoRA's ``_enable_peft_forward_hooks``).
+
     Raises:
         ValueError: in training mode, or for a name no layer knows.
         TypeError: adapter_names is not a list of strings.
@@ -76,17 +82,17 @@ def adapter_names_hooks(tuner, layer_cls, **kwargs):
     if names is None:
         yield
         return
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise TypeError(f"adapter_names must be a list of adapter names (one per sample), got {names!r}")
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"Got adapter names of type {type(names)}, expected a list of str.")
     if tuner.training:
-        raise ValueError("adapter_names is for inference only; call model.eval() first")
+        raise ValueError("Cannot pass `adapter_names` when the model is in training mode.")
     known = set()
     for module in tuner.model.modules():
         if isinstance(module, layer_cls):
             known |= set(module._dict("z").keys())
     unknown = sorted({n for n in names if n != BASE_NAME} - known)
     if unknown:
-        raise ValueError(f"adapter_names has unknown adapters {unknown}; known: {sorted(known)} and '{BASE_NAME}'")
+        raise ValueError(f"Trying to infer with non-existing adapter(s): {', '.join(unknown)}")
     original = list(names)
     beams = kwargs.get("num_beams")
     if isinstance(beams, int) and beams > 1:

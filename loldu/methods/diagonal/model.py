@@ -6,56 +6,43 @@ from contextlib import contextmanager
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
-from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
 from loldu.methods.decompose import check_rank
 from loldu.methods.diagonal.combine import add_weighted_adapter
+from loldu.methods.diagonal.kinds import kind_for
 from loldu.methods.diagonal.mixed import adapter_names_hooks
-
-# The paper adapts query and value everywhere; PEFT's LoRA table says what
-# those are called in each transformers architecture.
-DEFAULT_TARGETS = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+from loldu.methods.peft_registry import QueryValueTargets
 
 
-class DiagonalModel(BaseTuner):
-    """Base tuner; subclasses set ``prefix`` and ``tuner_layer_cls``."""
-
-    target_module_mapping = DEFAULT_TARGETS
+class DiagonalModel(QueryValueTargets, BaseTuner):
+    """Base tuner; subclasses set ``prefix`` and ``tuner_layer_cls``. Default targets: query and value
+    (:class:`~loldu.methods.peft_registry.QueryValueTargets`), which the paper adapts everywhere."""
 
     def _pre_injection_hook(self, model: nn.Module, config, adapter_name: str) -> None:
-        # Refuse a rank that does not fit any target before a single layer is
-        # factorised or replaced.
+        # Refuse a target type no layer exists for, or a rank that does not fit a
+        # target, before a single layer is factorised or replaced.
         if config.target_modules is None:
             model_type = getattr(getattr(model, "config", None), "model_type", None)
             config = self._prepare_adapter_config(config, {"model_type": model_type})
+        inside: list[str] = []  # an adapter layer's own submodules (PEFT skips them too)
         for name, module in model.named_modules():
-            base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
-            if not isinstance(base, nn.Linear) or not self._check_target_module_exists(config, name):
+            if any(name.startswith(prefix) for prefix in inside):
                 continue
-            check_rank(config.r, tuple(base.weight.shape), name=name)
-
-    def _prepare_adapter_config(self, peft_config, model_config: dict):
-        if peft_config.target_modules is None:
-            targets = self.target_module_mapping.get(model_config.get("model_type"))
-            if targets is None:
-                raise ValueError(
-                    f"no default target modules for model type {model_config.get('model_type')!r}; "
-                    "set target_modules (e.g. ['query', 'value'] or ['q_proj', 'v_proj'])"
-                )
-            peft_config.target_modules = set(targets)
-        return peft_config
+            if isinstance(module, BaseTunerLayer):
+                inside.append(name + ".")
+            if not name or not self._check_target_module_exists(config, name):
+                continue
+            base = module.get_base_layer() if isinstance(module, BaseTunerLayer) else module
+            kind = kind_for(base, name)
+            check_rank(config.r, (kind.out_features, kind.in_features), name=name, note=kind.describe())
 
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key, **kwargs):
         if isinstance(target, self.tuner_layer_cls):
             target.update_layer(adapter_name, config)
             return
         base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
-        if not isinstance(base, nn.Linear):
-            raise TypeError(
-                f"{current_key} is a {type(base).__name__}; {type(self).__name__} adapts torch.nn.Linear only. "
-                "Narrow target_modules to Linear layers."
-            )
+        kind_for(base, current_key)  # PEFT's ValueError for a type no layer exists for
         new_module = self.tuner_layer_cls(target)
         new_module.update_layer(adapter_name, config)
         if adapter_name not in self.active_adapters:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from loldu.methods.decompose import fingerprint, same_base
+from loldu.methods.decompose import same_base
 
 
 def order_dtype(n: int) -> torch.dtype:
@@ -110,7 +110,7 @@ class SavedStateMixin:
                 continue
             if self.merged:
                 raise ValueError(f"cannot load adapter {name!r} at {where} while adapters are merged; unmerge first")
-            if not same_base(saved["fingerprint"], fingerprint(self.get_base_layer().weight)):
+            if not same_base(saved["fingerprint"], self.base_fingerprint()):
                 raise ValueError(
                     f"adapter {name!r} at {where} was trained on a different base weight (fingerprint mismatch). "
                     "Load it onto the exact base model it was trained from."

@@ -219,7 +219,8 @@ def _exportable_layers(model: nn.Module, inner: nn.Module, plain: list, adapter_
     """The LoLDU/SVFit layers ``[(path, layer)]`` of ``inner`` and the adapter to export, checked.
 
     Raises:
-        ValueError: no LoLDU/SVFit layers, an unknown adapter, a merged layer, or a layer inside a kept head.
+        ValueError: no LoLDU/SVFit layers, an unknown adapter, a convolution or embedding layer, a merged layer, or
+            a layer inside a kept head.
     """
     layers = [(path, module) for path, module, _ in plain if isinstance(module, DiagonalLayer)]
     if not layers:
@@ -228,6 +229,12 @@ def _exportable_layers(model: nn.Module, inner: nn.Module, plain: list, adapter_
             "apply_method(model, {'name': 'loldu' or 'svfit', ...}) or loaded with load_adapter"
         )
     adapter = _resolve_adapter(model, layers, adapter_name)
+    not_matmul = [f"{path} ({type(layer.get_base_layer()).__name__})" for path, layer in layers if not layer.kind.fused]
+    if not_matmul:
+        raise ValueError(
+            f"layers {not_matmul[:3]} are convolutions or embeddings; export writes LoRA factors of Linear and "
+            "Conv1D layers only. Save the adapter with save_adapter instead, or merge it (merge_and_unload)"
+        )
     merged = [path for path, layer in layers if layer.merged]
     if merged:
         raise ValueError(

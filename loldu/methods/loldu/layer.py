@@ -10,7 +10,7 @@ from loldu.methods.diagonal.saved_state import order_dtype
 
 
 class LoLDULayer(DiagonalLayer):
-    """``nn.Linear`` wrapper with LoLDU adapters (see :mod:`loldu.methods.diagonal`).
+    """A Linear, Conv1D, Conv1d/2d/3d or Embedding layer with LoLDU adapters (:mod:`loldu.methods.diagonal.kinds`).
 
     Frozen buffers per adapter: ``P L_r`` (out x r) and ``U'_r`` (r x in) only.
     Saved per adapter: z, sigma, the reference (empty when it equals the
@@ -61,7 +61,7 @@ class LoLDULayer(DiagonalLayer):
         ):
             factors = None  # same pivots: the factors in place are the saved ones
         else:
-            weight = self.get_base_layer().weight
+            weight = self.base_matrix()
             try:
                 factors = lu_factors(
                     weight,

@@ -7,7 +7,7 @@ from loldu.methods.diagonal import DiagonalLayer
 
 
 class SVFitLayer(DiagonalLayer):
-    """``nn.Linear`` wrapper with SVFit adapters (see :mod:`loldu.methods.diagonal`).
+    """A Linear, Conv1D, Conv1d/2d/3d or Embedding layer with SVFit adapters (:mod:`loldu.methods.diagonal.kinds`).
 
     An SVD has no pivot order to replay; a reload recomputes it on the same
     base (checked by fingerprint) and refuses if the kept singular values
