@@ -76,6 +76,14 @@ def test_stable_diffusion_unet_is_counted_with_its_frozen_parts(tmp_path):
     assert result["memory_gib"]["other frozen parts"] > 0.7  # the VAE and the CLIP ViT-L/14 text encoder, fp32
 
 
+@pytest.mark.parametrize("method,adapter", [("textual_inversion", 32), ("dreambooth_full", 792_964)])
+def test_the_papers_diffusion_baselines_are_planned_as_they_train(tmp_path, method, adapter):
+    """Textual inversion's new rows (1 vector x tiny_sd's 32-wide embedding) and DreamBooth's whole UNet: the
+    counts tests/test_diffusion_methods.py's runs record."""
+    p = _plan(tmp_path, "model=tiny_sd", "task=dreambooth_animal", f"method={method}")["params"]
+    assert p["adapter"] == p["trainable"] == adapter
+
+
 def test_the_counts_are_those_a_finished_run_recorded(tmp_path):
     """The method comparison's LoLDU r384 run (MiniLM x Rotten Tomatoes) recorded its counts in metrics.json."""
     recorded = ROOT / "experiments/method_comparison/runs/rotten_tomatoes/loldu_r384/seeds/0/metrics.json"

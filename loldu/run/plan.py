@@ -166,6 +166,10 @@ def _plan(cfg: DictConfig) -> dict[str, Any]:
     src = sources(cfg)
     rows = None if hub_data(cfg) else train_rows(cfg)
     bundle = build_on_meta(cfg)
+    if cfg.method.name == "textual_inversion":  # its new rows, as the family adds them before training
+        from loldu.tasks.diffusion import textual_inversion_options
+
+        bundle.add_placeholder_tokens(textual_inversion_options(cfg))
     adapted = family.base_model(bundle)
     others = [m for m in vars(bundle).values() if isinstance(m, torch.nn.Module) and m is not adapted]
     model = apply_method(adapted, method_spec(cfg))
