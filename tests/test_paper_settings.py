@@ -98,6 +98,7 @@ def test_the_short_command_composes_the_papers_setting(model, task):
     resolve_defaults(cfg)
     assert cfg.method.name == "loldu" and cfg.method.r == paper["rank"]
     assert cfg.method.alpha is None  # alpha = r: sigma0 = 1, the paper's r = alpha
+    assert cfg.method.options.train_sigma is False  # z only, as the authors' code trains (ViT-base r=768: 18,432)
     assert cfg.lr == paper["lr"]
     assert cfg.batch_size * cfg.trainer.get("accumulate_grad_batches", 1) == paper["batch"]
     assert cfg.batch_size == paper.get("micro_batch", paper["batch"])

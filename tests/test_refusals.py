@@ -24,6 +24,7 @@ AFTER_TORCH = False
 CASES = [
     ("bool typo", ["save_merged=maybe"], "save_merged must be true or false", BEFORE_TORCH),
     ("option bool", ["method.options.train_sigma=maybe"], "train_sigma must be true or false for loldu", BEFORE_TORCH),
+    ("top-level bool", ["train_sigma=maybe"], "train_sigma must be true or false for loldu", BEFORE_TORCH),
     ("option choice", ["init=foo"], "method=loldu: init='foo' (method.options.init) is not one of", BEFORE_TORCH),
     ("unknown option", ["+method.options.forward_pth=auto"], "did you mean method.options.forward_path", BEFORE_TORCH),
     ("method setting", ["method=lora", "init=normal"], "init=normal is a setting of loldu, svfit", BEFORE_TORCH),
