@@ -386,7 +386,7 @@ def test_gpt2_end_to_end_through_peft():
     torch.manual_seed(0)
     base = tiny_gpt2(torch.float32)
     reference = copy.deepcopy(base)
-    model = get_peft_model(base, LoLDUConfig(target_modules=["c_attn"], r=8))
+    model = get_peft_model(base, LoLDUConfig(target_modules=["c_attn"], r=8, train_sigma=True))
     ids = torch.randint(0, 40, (2, 10), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, reference(input_ids=ids).logits)

@@ -171,14 +171,15 @@ def test_head_is_counted_apart_from_the_adapter():
     model, targets, heads, _ = build("bert")
     adapted = apply_method(model, {"name": "loldu", "r": 8, "target_modules": targets, "head_modules": heads})
     counts = count_parameters(adapted)
-    assert counts["adapter"] == 2 * 2 * (8 + 1)  # 2 layers x (query, value)
+    assert counts["adapter"] == 2 * 2 * 8  # 2 layers x (query, value) x z (train_sigma: false by default)
     assert counts["head"] == 32 * 3 + 3  # BertForSequenceClassification.classifier: Linear(32, 3)
     assert counts["trainable"] == counts["adapter"] + counts["head"]
 
 
 def test_no_weight_decay_on_z_and_sigma_by_default():
     model, targets, heads, _ = build("bert")
-    adapted = apply_method(model, {"name": "loldu", "r": 8, "target_modules": targets, "head_modules": heads})
+    spec = {"name": "loldu", "r": 8, "target_modules": targets, "head_modules": heads, "options": {"train_sigma": True}}
+    adapted = apply_method(model, spec)
     groups = optimizer_param_groups(adapted, weight_decay=0.1)
     decayed = {id(p) for p in groups[0]["params"]}
     names = {id(p): n for n, p in adapted.named_parameters()}

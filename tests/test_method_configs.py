@@ -83,7 +83,7 @@ def test_unset_values_take_the_config_class_defaults():
     loldu = get_method("loldu").peft_config(
         None, None, {"init_residual": None, "train_sigma": None}, target_modules=["a"]
     )
-    assert (loldu.r, loldu.alpha, loldu.init_residual, loldu.train_sigma) == (64, None, "z0", True)
+    assert (loldu.r, loldu.alpha, loldu.init_residual, loldu.train_sigma) == (64, None, "z0", False)
     lora = get_method("lora").peft_config(None, None, {})
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (8, 8, 0.0)  # alpha = rank
     assert get_method("lora").peft_config(4, None, {}).lora_alpha == 4

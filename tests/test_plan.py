@@ -87,7 +87,7 @@ def test_the_papers_diffusion_baselines_are_planned_as_they_train(tmp_path, meth
 def test_the_counts_are_those_a_finished_run_recorded(tmp_path):
     """The method comparison's LoLDU r384 run (MiniLM x Rotten Tomatoes) recorded its counts in metrics.json."""
     recorded = ROOT / "experiments/method_comparison/runs/rotten_tomatoes/loldu_r384/seeds/0/metrics.json"
-    result = _plan(tmp_path, "epochs=1", "+task.data.limit_train=2000")
+    result = _plan(tmp_path, "epochs=1", "+task.data.limit_train=2000", "train_sigma=true")  # as it ran then
     assert result["params"] == json.loads(recorded.read_text())["params"]
     assert result["train_rows"] == 2000 and result["optimizer_steps"] == 63  # 2,000 rows in batches of 32, 1 epoch
 

@@ -203,7 +203,7 @@ def test_autocast_adapter_dtype_decides_the_dtype_of_z_and_sigma(config_cls, aut
 
 def _fused_layer(recompute: str, out_f=48, in_f=40, r=16):
     torch.manual_seed(0)
-    config = LoLDUConfig(target_modules=["0"], r=r, forward_path="fused", recompute=recompute)
+    config = LoLDUConfig(target_modules=["0"], r=r, forward_path="fused", recompute=recompute, train_sigma=True)
     model = get_peft_model(nn.Sequential(nn.Linear(in_f, out_f)), config)
     layer = next(m for m in model.modules() if isinstance(m, LoLDULayer))
     with torch.no_grad():

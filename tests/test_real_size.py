@@ -45,7 +45,7 @@ def _pairs_csv(path: Path, rows: int = 40) -> Path:
     return path
 
 
-def test_vit_base_design_card_trains_two_steps_and_records_18456_adapter_parameters(tmp_path):
+def test_vit_base_design_card_trains_two_steps_and_records_18432_adapter_parameters(tmp_path):
     root = _image_folder(tmp_path / "images")
     _, metrics = run_composed(
         tmp_path / "run",
@@ -55,7 +55,7 @@ def test_vit_base_design_card_trains_two_steps_and_records_18456_adapter_paramet
         f"task.data.source_args.root={root}",
         *TWO_STEPS_AT_FULL_RANK,
     )
-    assert metrics["params"]["adapter"] == 24 * 769  # 12 layers x (query, value) x (768 z + sigma)
+    assert metrics["params"]["adapter"] == 24 * 768  # 12 layers x (query, value) x 768 z: the paper's 18,432
     assert metrics["params"]["head"] == 768 * 2 + 2 and metrics["rank"] == 768
     assert metrics["params"]["base"] > 85_000_000  # ViT-B/16's 85.8M (head of 2 classes)
 
@@ -71,7 +71,7 @@ def test_roberta_base_on_a_local_sentence_pair_file_trains_two_steps(tmp_path):
         "task.data.source_args.text_columns=[premise,hypothesis]",
         *TWO_STEPS_AT_FULL_RANK,
     )
-    assert metrics["params"]["adapter"] == 24 * 769
+    assert metrics["params"]["adapter"] == 24 * 768
     assert metrics["params"]["base"] > 124_000_000  # RoBERTa-base's 125M
     cfg = (tmp_path / "run" / "config.yaml").read_text()
     assert "pretrained: false" in cfg and "FacebookAI/roberta-base" in cfg

@@ -121,7 +121,7 @@ def test_paper_vit_from_a_local_folder_runs(tmp_path):
         tmp_path / "run", "model=vit", "task=digits", f"model.builder.name_or_path={folder}", "rank=16"
     )
     assert metrics["model"] == "vit_base" and metrics["task"] == "digits" and "test/acc" in metrics["test"]
-    assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r + sigma)
+    assert metrics["params"]["adapter"] == 4 * 16  # 2 layers x (q, v) x r (the paper's settings: z only)
 
 
 def test_no_logger_with_the_default_callbacks_and_step_time_in_metrics(tmp_path):

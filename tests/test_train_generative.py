@@ -60,7 +60,7 @@ def test_instruction_tuning_smoke_run(lm_run):
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert {r["step"] for r in rows} == {0, metrics["generations_after"][0]["step"]} and len(rows) == 4
     assert _wandb_media(out, "table"), "the generations table reaches W&B"
-    assert metrics["params"]["adapter"] == 4 * (16 + 1)  # 2 layers x (q, v) x (r = 16 full rank, + sigma)
+    assert metrics["params"]["adapter"] == 4 * 16  # 2 layers x (q, v) x z (r = 16 full rank; sigma not trained)
     assert (out / "adapter" / "method.json").exists()
     # the checkpoint keeps what training changed, not the frozen base
     ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False, map_location="cpu")
