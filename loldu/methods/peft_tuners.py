@@ -287,6 +287,7 @@ def _member(name: str) -> MethodEntry:
     return peft_entry(name)
 
 
+@functools.cache  # asked for at every training step (the method's hooks): one type lookup per name
 def family_member(name: str) -> MethodEntry:
     """The entry of ``peft:<name>`` (``name`` in any case), built once."""
     return _member(peft_type(name).value)

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,31 +77,36 @@ RUN_ATTRIBUTES = frozenset(FE_METRIC_NAME_MAP.values())
 
 
 # -- what the sweep ran and logged -------------------------------------------------------------------------------
-def _configs(folder: Path) -> list[dict]:
-    """The saved config.yaml of each run folder below ``folder`` that has a readable one, in job order."""
-    found = []
+def _iter_configs(folder: Path) -> Iterator[dict]:
+    """The saved config.yaml of each run folder below ``folder`` that has a readable one, in job order, read as
+    asked for."""
     for run in run_folders(folder):
         try:
             cfg = read_run_config(run, check_targets=False) if (run / "config.yaml").is_file() else None
         except UnsafeRunFolder:
             continue
         if isinstance(cfg, dict):
-            found.append(cfg)
-    return found
+            yield cfg
 
 
-def sweep_target(rows: list[dict], folder: str | Path, project: str | None) -> dict:
+def _configs(folder: Path) -> list[dict]:
+    """Every readable config.yaml below ``folder`` (:func:`_iter_configs`)."""
+    return list(_iter_configs(folder))
+
+
+def sweep_target(rows: list[dict], folder: str | Path, project: str | None, configs: list[dict] | None = None) -> dict:
     """``{"project", "entity", "group"}`` of a sweep's W&B runs: the project and entity of the first readable run's
     ``logger.wandb`` (``project`` wins; ``loldu`` without either; entity None: the API key's default), and the
     group ``<sweep_name or "sweep">_<date>_<time>`` of the multirun folder ``<date>/<time>``, the rule of
-    :func:`loldu.run.tracking.sweep_group` (``sweep_name`` from the run's config, else its ``sweep=`` override)."""
+    :func:`loldu.run.tracking.sweep_group` (``sweep_name`` from the run's config, else its ``sweep=`` override).
+    ``configs``: the runs' configs where the caller has read them (else only the first readable one is read)."""
     folder = Path(folder)
     target, sweep_name = {"project": project or "loldu", "entity": None}, None
-    configs = _configs(folder)
-    if configs:
-        node = (configs[0].get("logger") or {}).get("wandb") or {}
+    first = configs[0] if configs else next(_iter_configs(folder), None)
+    if first is not None:
+        node = (first.get("logger") or {}).get("wandb") or {}
         target.update(project=project or node.get("project") or "loldu", entity=node.get("entity"))
-        sweep_name = configs[0].get("sweep_name")
+        sweep_name = first.get("sweep_name")
     overrides = (r["overrides"].get("sweep") for r in rows if r["overrides"].get("sweep"))
     sweep_name = sweep_name or next(overrides, None)
     target["group"] = "_".join([sweep_name or "sweep", folder.resolve().parent.name, folder.resolve().name])
@@ -196,7 +202,7 @@ def build_workspace(folder: str | Path, project: str | None = None, entity: str 
     folder = Path(folder)
     rows = collect(folder)
     configs = _configs(folder)
-    target = sweep_target(rows, folder, project)
+    target = sweep_target(rows, folder, project, configs)
     metrics = logged_metrics(folder)
     monitor, mode = headline(configs, metrics)
     swept = dashboard_keys(swept_keys(rows), configs)

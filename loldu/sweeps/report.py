@@ -239,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         key = choices[0]["_key"]
         if len({c["_key"] for c in choices}) == 1:
             tables["report/tuned"] = tuned_table(tuned, swept, shown)
-            text += _tuned_text(
-                [{k: v for k, v in c.items() if k != "_key"} for c in choices], key, tables["report/tuned"]
-            )
+            text += _tuned_text(_plain(choices), key, tables["report/tuned"])
         write_json(
             folder / "tuned.json", {"choices": choices if len(folders) > 1 else _plain(choices), "results": tuned}
         )

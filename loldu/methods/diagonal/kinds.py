@@ -213,14 +213,11 @@ class ConvKind(Kind):
         return self.conv(h, mix, None, 1, 0, 1, g)
 
     def costs(self, tokens, r, training):
-        # The first convolution makes g * r channels of in/g * prod(k) each; the 1x1 mix costs out * r.
-        out_f, in_f, g = self.out_features, self.in_features, self.base.groups
-        activation = tokens * r * (g * in_f + out_f)
-        weight = out_f * r * in_f
-        if training:
-            activation *= 2
-            weight += tokens * out_f * in_f + out_f * r * in_f
-        return {"activation": activation, "weight": weight}
+        # As a matrix layer's, but the first convolution makes g * r channels of in/g * prod(k) each (then the
+        # 1x1 mix costs out * r).
+        costs = super().costs(tokens, r, training)
+        costs["activation"] = tokens * r * (self.base.groups * self.in_features + self.out_features) * (1 + training)
+        return costs
 
 
 class EmbeddingKind(Kind):
