@@ -35,8 +35,9 @@ test: $(STAMP) ## Fast test suite (CPU, a few minutes)
 test-slow: $(STAMP) ## Slow tests (ViT-base-sized models and the like)
 	$(PY) -m pytest -m slow
 
-test-gpu: $(STAMP) ## GPU tests (need CUDA)
+test-gpu: $(STAMP) ## GPU tests and the real-size GPU benchmark (need CUDA; writes benchmarks/results/gpu.{json,md})
 	$(PY) -m pytest -m gpu
+	$(PY) -m benchmarks.gpu
 
 lint: $(STAMP) ## ruff lint and format check, and the package's layers (import-linter contracts in pyproject.toml)
 	$(VENV)/bin/ruff check loldu tests benchmarks train.py hydra_plugins

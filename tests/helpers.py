@@ -175,3 +175,21 @@ def strict_json(path: Path):
         raise ValueError(f"{path} holds {constant}: not JSON")
 
     return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def compose_job(*overrides: str):
+    """``train``'s config composed with ``overrides`` as @hydra.main passes it: the job config, with HydraConfig set
+    for the code that reads it (runtime paths, choices)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as under @hydra.main, which passes the job config only
+    GlobalHydra.instance().clear()
+    return cfg

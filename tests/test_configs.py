@@ -216,7 +216,7 @@ def test_the_design_card_command_composes_without_torch():
     assert out.returncode == 0, out.stderr[-2000:]
     assert "rank: 768" in out.stdout and "google/vit-base-patch16-224-in21k" in out.stdout
     resolved = subprocess.run([*cmd, "--resolve"], cwd=CONF.parent, capture_output=True, text=True, env=env)
-    assert "\n  r: 768\n" in resolved.stdout and "FGVC-Aircraft" in resolved.stdout
+    assert "\n  r: 768\n" in resolved.stdout and "mteb/FGVCAircraft" in resolved.stdout
     code = (
         "import sys, json; from hydra import compose, initialize_config_dir; "  # nothing of loldu imported first
         f"initialize_config_dir(config_dir={str(CONF)!r}, version_base='1.3'); "

@@ -86,11 +86,11 @@ def test_study_report_regenerates_from_the_repository_alone(study, tmp_path):
     """Each study's report.sh, run on a copy of only the files the repository holds, writes the tables (md, csv,
     json) that are committed, byte for byte: nothing a report reads is missing from the repository (an ignored run
     folder, a local file), and the committed tables are what today's code makes of the committed runs."""
-    files = _tracked(STUDIES / study)
-    for path in files:
+    for path in _tracked(STUDIES):  # every study's files: a study may read another's runs (peft_baselines does)
         target = tmp_path / path.relative_to(ROOT)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
+    files = _tracked(STUDIES / study)
     committed = {p.relative_to(ROOT): p.read_bytes() for p in files if p.suffix in TEXT_OUTPUTS}
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

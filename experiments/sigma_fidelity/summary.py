@@ -16,21 +16,11 @@ import sys
 from pathlib import Path
 
 from loldu.sweeps.runs import collect, swept_keys, value
+from loldu.sweeps.stats import paired_interval as interval
 from loldu.sweeps.tune import tune
 
 ARM = "method.options.train_sigma"
 NAMES = {"false": "z only", "true": "z and sigma"}
-#: Two-sided 95% quantiles of Student's t by degrees of freedom (n - 1 pairs).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def interval(diffs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval of paired differences (in points)."""
-    mean = statistics.fmean(diffs)
-    half = T975[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
-    return mean, mean - half, mean + half
-
-
 def arms(folder: Path) -> dict[str, dict[int, dict]]:
     """arm -> seed -> run, the finished runs of each arm at the lr its seed 0 validated."""
     rows = collect(folder)

@@ -12,6 +12,7 @@ from typing import Any
 from datasets import ClassLabel, DatasetDict
 
 from loldu.data.base import encode_labels, text_dataset
+from loldu.data.hub_catalog import check_hub_schema
 
 # task -> (text columns, label names; None for regression). Test labels are hidden, so GLUE's official validation
 # split is the test set here and validation is carved from train.
@@ -36,15 +37,18 @@ def load_hub_dataset(path: str, name: str | None = None, load_kwargs: dict | Non
         load_kwargs: Extra keyword arguments for ``load_dataset`` (revision, data_files, ...).
 
     Returns:
-        The loaded ``DatasetDict``.
+        The loaded ``DatasetDict``, checked against :mod:`loldu.data.hub_catalog`'s record when ``path`` is a
+        recorded hub id at its recorded revision.
 
     Raises:
         RuntimeError: The dataset could not be reached or loaded; the message explains how to use a local copy.
+        ValueError: The data differs from the catalogue's record of that revision.
     """
     import datasets
 
+    kwargs = dict(load_kwargs or {})
     try:
-        return datasets.load_dataset(path, name, **dict(load_kwargs or {}))
+        loaded = datasets.load_dataset(path, name, **kwargs)
     except Exception as err:
         label = f"{path!r}" + (f" (configuration {name!r})" if name else "")
         raise RuntimeError(
@@ -53,6 +57,17 @@ def load_hub_dataset(path: str, name: str | None = None, load_kwargs: dict | Non
             "datasets.load_dataset reads (a clone of the dataset repository, or a folder of its parquet/csv/json "
             "files), or switch to the generic 'text_csv' / 'imagefolder' source with files on disk."
         ) from err
+    check_hub_schema(loaded, path, name, kwargs.get("revision"))
+    return loaded
+
+
+def _with_revision(load_kwargs: dict | None, revision: str | None) -> dict:
+    kwargs = dict(load_kwargs or {})
+    if revision is not None:
+        if kwargs.get("revision", revision) != revision:
+            raise ValueError(f"revision={revision!r} and load_kwargs.revision={kwargs['revision']!r}: set one of them.")
+        kwargs["revision"] = revision
+    return kwargs
 
 
 def _split(loaded: Any, split: str, path: str) -> Any:
@@ -121,13 +136,17 @@ def _text_parts(
     return DatasetDict(out)
 
 
-def glue(task: str, path: str = "nyu-mll/glue", load_kwargs: dict | None = None) -> DatasetDict:
+def glue(
+    task: str, path: str = "nyu-mll/glue", revision: str | None = None, load_kwargs: dict | None = None
+) -> DatasetDict:
     """A GLUE task. Parts: train (official train), test (official validation; ``validation_matched`` for MNLI,
     plus ``test_mismatched`` = ``validation_mismatched``). Validation is carved from train by the data module.
 
     Args:
         task: One of cola, sst2, mrpc, qqp, stsb (regression, 0..5 similarity), mnli, qnli, rte.
         path: Hub id or a local copy of the GLUE dataset repository.
+        revision: The hub revision (a commit SHA pins the data; the task configs pin
+            :data:`loldu.data.hub_catalog.GLUE_REVISION`); None: the default branch.
         load_kwargs: Extra keyword arguments for ``datasets.load_dataset``.
 
     Returns:
@@ -143,7 +162,7 @@ def glue(task: str, path: str = "nyu-mll/glue", load_kwargs: dict | None = None)
     parts = {"train": "train", "test": "validation"}
     if task == "mnli":
         parts = {"train": "train", "test": "validation_matched", "test_mismatched": "validation_mismatched"}
-    loaded = load_hub_dataset(path, task, load_kwargs)
+    loaded = load_hub_dataset(path, task, _with_revision(load_kwargs, revision))
     return _text_parts(loaded, path, parts, columns, "label", names, regression=names is None)
 
 
@@ -158,6 +177,7 @@ def hub_text(
     extra_test_splits: Sequence[str] | dict[str, str] | None = None,
     label_names: Sequence[str] | None = None,
     regression: bool = False,
+    revision: str | None = None,
     load_kwargs: dict | None = None,
 ) -> DatasetDict:
     """Any text classification/regression dataset loadable with ``datasets.load_dataset``.
@@ -175,6 +195,7 @@ def hub_text(
         extra_test_splits: More test splits: a list of split names, or {exposed name: split name}.
         label_names: Class names (string labels map to their index here; integer labels index it).
         regression: Float targets (``num_labels`` = 1).
+        revision: The hub revision (a commit SHA pins the data); None: the default branch.
         load_kwargs: Extra keyword arguments for ``datasets.load_dataset``.
 
     Returns:
@@ -185,7 +206,7 @@ def hub_text(
         ValueError: Unknown split or column, or a label outside ``label_names``.
     """
     columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
-    loaded = load_hub_dataset(path, name, load_kwargs)
+    loaded = load_hub_dataset(path, name, _with_revision(load_kwargs, revision))
     parts = _part_names(loaded, train_split, validation_split, test_split, extra_test_splits)
     names = list(label_names) if label_names is not None else None
     return _text_parts(loaded, path, parts, columns, label_column, names, bool(regression))
@@ -201,6 +222,7 @@ def hub_image(
     test_split: str | None = "auto",
     extra_test_splits: Sequence[str] | dict[str, str] | None = None,
     label_names: Sequence[str] | None = None,
+    revision: str | None = None,
     load_kwargs: dict | None = None,
 ) -> DatasetDict:
     """Any image classification dataset loadable with ``datasets.load_dataset`` (e.g. ``uoft-cs/cifar10`` with
@@ -217,6 +239,7 @@ def hub_image(
             has one, else carved.
         extra_test_splits: More test splits: a list of split names, or {exposed name: split name}.
         label_names: Class names; default: the ClassLabel feature's names or the sorted unique training labels.
+        revision: The hub revision (a commit SHA pins the data); None: the default branch.
         load_kwargs: Extra keyword arguments for ``datasets.load_dataset``.
 
     Returns:
@@ -226,7 +249,7 @@ def hub_image(
         RuntimeError: The dataset could not be loaded.
         ValueError: Unknown split or column, or a label outside ``label_names``.
     """
-    loaded = load_hub_dataset(path, name, load_kwargs)
+    loaded = load_hub_dataset(path, name, _with_revision(load_kwargs, revision))
     parts = _part_names(loaded, train_split, validation_split, test_split, extra_test_splits)
     names = list(label_names) if label_names is not None else None
     out = {}
@@ -235,7 +258,9 @@ def hub_image(
         where = f"{path} split {split!r}"
         _check_columns(dataset, [image_column, label_column], where)
         labels, names = _labels(dataset, label_column, names, False, where)
-        images = dataset.select_columns([image_column]).rename_column(image_column, "image")
+        images = dataset.select_columns([image_column])
+        if image_column != "image":
+            images = images.rename_column(image_column, "image")
         out[part] = images.add_column("label", labels.tolist()).cast_column("label", ClassLabel(names=names))
     return DatasetDict(out)
 

@@ -53,6 +53,7 @@ def hf_causal_lm(
     dtype: str | None = None,
     revision: str | None = None,
     pretrained: bool = True,
+    layers: int | None = None,
 ) -> ModelBundle:
     """A transformers causal LM and its tokenizer.
 
@@ -67,13 +68,26 @@ def hf_causal_lm(
         dtype: ``float32``, ``bfloat16``, ``float16``; None: the checkpoint's.
         revision: a hub revision to pin.
         pretrained: False: random weights of the shipped architecture (see above).
+        layers: with ``pretrained=False``, build only this many decoder layers at the real width (a slice that
+            takes a real-width training step where the whole model would not fit); None: all of them.
+
+    Raises:
+        ValueError: ``layers`` with ``pretrained=True`` (a checkpoint keeps its depth), or not a positive count.
     """
     from transformers import AutoModelForCausalLM
 
+    if layers is not None and (pretrained or isinstance(layers, bool) or int(layers) != layers or layers < 1):
+        raise ValueError(
+            f"model.builder.layers={layers!r}: a positive number of decoder layers, and only with "
+            "model.pretrained=false (a slice of the random architecture); set it to null for a checkpoint"
+        )
     if not pretrained:
         tokenizer = smollm2_tokenizer()
         on_meta = torch.get_default_device().type == "meta"  # plan=true: the real vocabulary, for real counts
-        config = architecture(name_or_path or "", **({} if on_meta else {"vocab_size": len(tokenizer)}))
+        overrides = {} if on_meta else {"vocab_size": len(tokenizer)}
+        if layers is not None:
+            overrides["num_hidden_layers"] = int(layers)
+        config = architecture(name_or_path or "", **overrides)
         config.pad_token_id, config.bos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id
         config.eos_token_id = tokenizer.eos_token_id
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype_or_none(dtype))

@@ -1,0 +1,22 @@
+"""Intervals for the studies' paired comparisons: runs of one seed see the same split, subset and order, so the
+difference of two methods is taken per seed and its mean gets a Student-t interval over the seeds."""
+
+from __future__ import annotations
+
+import statistics
+
+#: Two-sided 95% quantiles of Student's t by degrees of freedom (pairs - 1).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% t-interval: ``(mean, low, high)``.
+
+    Raises:
+        ValueError: fewer than 2 pairs (no spread), or more than the table covers (11).
+    """
+    if not 2 <= len(diffs) <= max(T975) + 1:
+        raise ValueError(f"a paired interval needs 2 to {max(T975) + 1} differences; got {len(diffs)}")
+    mean = statistics.fmean(diffs)
+    half = T975[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return mean, mean - half, mean + half
