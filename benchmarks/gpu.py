@@ -24,6 +24,7 @@ Writes ``gpu.json`` (every number, the device and the versions) and ``gpu.md`` (
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -135,8 +136,10 @@ def run_family(row: str, data: Path, out: Path, device: str, quick: bool) -> dic
     if proc.returncode or not metrics_file.is_file():
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {**record, "error": f"exit {proc.returncode}: {tail}"}
+    from omegaconf import OmegaConf
+
     metrics = json.loads(metrics_file.read_text())
-    precision = _config_value(out / "config.yaml", "trainer", "precision")
+    precision = OmegaConf.select(OmegaConf.load(out / "config.yaml"), "trainer.precision")
     health = metrics.get("health") or {}
     losses = train_losses(out / "csv" / "metrics.csv")
     loss = losses[-1] if losses else None
@@ -168,15 +171,6 @@ def train_losses(path: Path) -> list[float]:
         rows = list(csv.DictReader(file))
     key = "train/loss_step" if rows and "train/loss_step" in rows[0] else "train/loss"
     return [float(row[key]) for row in rows if row.get(key)]
-
-
-def _config_value(path: Path, *keys: str) -> Any:
-    from omegaconf import OmegaConf
-
-    node: Any = OmegaConf.load(path)
-    for key in keys:
-        node = node.get(key) if node is not None else None
-    return node
 
 
 def llama_config(quick: bool) -> Any:
@@ -266,52 +260,34 @@ def paths_worker(device: str, quick: bool) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     base = torch.nn.Sequential(torch.nn.Linear(width, width, bias=False))
     x = torch.randn(2, 64, width)
-    results, reference = [], None
+    got = {}  # path -> (output, z gradient), float64 on the CPU
     for path in ("float64", *PATHS):
-        model = apply_method(
-            _copy(base),
-            {
-                "name": "loldu",
-                "r": r,
-                "target_modules": ["0"],
-                "options": {"forward_path": "weight" if path == "float64" else path},
-            },
-        )
-        z = _z(model)
+        spec = {"name": "loldu", "r": r, "target_modules": ["0"]}
+        spec["options"] = {"forward_path": "weight" if path == "float64" else path}
+        model = apply_method(copy.deepcopy(base), spec)
         with torch.no_grad():
-            z.mul_(1.5).add_(0.01)  # away from the start, where the update is zero
+            _z(model).mul_(1.5).add_(0.01)  # away from the start, where the update is zero
         if path == "float64":
-            model = model.double()
-            out = model(x.double())
+            out = model.double()(x.double())
         else:
             model = model.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 out = model(x.to(dev))
         out.float().pow(2).mean().backward()
-        zz = _z(model)
-        got = (out.detach().double().cpu(), zz.grad.detach().double().cpu())
-        if reference is None:
-            reference = got
-            continue
-        results.append({"path": path, "out_err": _rel(got[0], reference[0]), "grad_err": _rel(got[1], reference[1]),
-                        "got": got})  # fmt: skip
-    weight = next(res for res in results if res["path"] == "weight")["got"]
-    for res in results:
-        got = res.pop("got")
-        res["out_vs_weight"] = _rel(got[0], weight[0])
-        res["grad_vs_weight"] = _rel(got[1], weight[1])
+        got[path] = (out.detach().double().cpu(), _z(model).grad.detach().double().cpu())
+    (ref_out, ref_grad), (w_out, w_grad) = got["float64"], got["weight"]
+    results = []
+    for path in PATHS:
+        out, grad = got[path]
+        res = {"path": path, "out_err": _rel(out, ref_out), "grad_err": _rel(grad, ref_grad)}
+        res.update(out_vs_weight=_rel(out, w_out), grad_vs_weight=_rel(grad, w_grad))
         res["passed"] = max(res["out_err"], res["grad_err"]) <= PATH_TOLERANCE
+        results.append(res)
     return results
 
 
 def _z(model: Any) -> Any:
     return next(p for name, p in model.named_parameters() if "loldu_z" in name)
-
-
-def _copy(module: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(module)
 
 
 def _rel(a: Any, b: Any) -> float:
@@ -342,50 +318,73 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return format(value, spec) if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def _table(head: str, columns: list[str], recs: list[dict], cells: Any, verdict: bool) -> list[str]:
+    """A markdown table: a row per record, ``cells(rec)`` its cells after the name; a failed record says its error
+    (and FAIL where the table has a verdict column)."""
+    lines = [head, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for rec in recs:
+        name = rec.get("path") or rec["row"]
+        if "error" in rec:
+            blanks = [""] * (len(columns) - 2 - verdict)
+            lines.append(" | ".join([f"| {name}", f"error: {rec['error']}", *blanks, *(["FAIL"] * verdict)]) + " |")
+            continue
+        row = [name, *cells(rec)] + (["PASS" if rec["passed"] else "FAIL"] if verdict else [])
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report's tables."""
     lines = [f"# GPU benchmark ({report['size']} sizes, {report['device']['name']})", ""]
     if "families" in report:
-        lines += ["## Families: two bf16-mixed optimizer steps through train.py", "",
-                  "| row | adapter | trainable | precision | train loss | step (s) | peak (MiB) | wall (s) | verdict |",
-                  "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for rec in report["families"]:
-            if "error" in rec:
-                lines.append(f"| {rec['row']} | error: {rec['error']} | | | | | | | FAIL |")
-                continue
-            lines.append(
-                f"| {rec['row']} | {_fmt(rec['adapter'])} | {_fmt(rec['trainable'])} | {rec['precision']} | "
-                f"{_fmt(rec['train_loss'])} | {_fmt(rec['step_time_s'])} | {_fmt(rec['peak_mem_mib'], '.0f')} "
-                f"({rec['peak_mem_kind']}) | {rec['wall_s']:.0f} | {'PASS' if rec['passed'] else 'FAIL'} |"
-            )
+        lines += _table(
+            "## Families: two bf16-mixed optimizer steps through train.py",
+            ["row", "adapter", "trainable", "precision", "train loss", "step (s)", "peak (MiB)", "wall (s)", "verdict"],
+            report["families"],
+            lambda rec: [
+                _fmt(rec["adapter"]),
+                _fmt(rec["trainable"]),
+                rec["precision"],
+                _fmt(rec["train_loss"]),
+                _fmt(rec["step_time_s"]),
+                f"{_fmt(rec['peak_mem_mib'], '.0f')} ({rec['peak_mem_kind']})",
+                f"{rec['wall_s']:.0f}",
+            ],  # fmt: skip
+            verdict=True,
+        )
         lines.append("")
     if "memory" in report:
         mem = report["memory"]
         shape = " (quick shape)" if report["size"] == "quick" else ""
-        lines += [f"## Memory: LLaMA-2-7B{shape}, q and v, bf16 weights, batch 1 x {report['seq']}", "",
-                  "| row | adapter | setup (s) | step (s) | peak (MiB) | peak / LoRA r8 |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
-        for rec in mem["rows"]:
-            if "error" in rec:
-                lines.append(f"| {rec['row']} | error: {rec['error']} | | | | |")
-                continue
-            lines.append(
-                f"| {rec['row']} | {_fmt(rec['adapter'])} | {rec['setup_s']:.1f} | {rec['step_time_s']:.3f} | "
-                f"{rec['peak_mem_mib']:.0f} ({rec['peak_mem_kind']}) | {_fmt(rec.get('peak_ratio'), '.3f')} |"
-            )
+        lines += _table(
+            f"## Memory: LLaMA-2-7B{shape}, q and v, bf16 weights, batch 1 x {report['seq']}",
+            ["row", "adapter", "setup (s)", "step (s)", "peak (MiB)", "peak / LoRA r8"],
+            mem["rows"],
+            lambda rec: [
+                _fmt(rec["adapter"]),
+                f"{rec['setup_s']:.1f}",
+                f"{rec['step_time_s']:.3f}",
+                f"{rec['peak_mem_mib']:.0f} ({rec['peak_mem_kind']})",
+                _fmt(rec.get("peak_ratio"), ".3f"),
+            ],  # fmt: skip
+            verdict=False,
+        )
         lines += ["", f"Bar: LoLDU r=1024's peak <= {MEMORY_BAR:.2f}x LoRA r8's: {mem['verdict']}", ""]
     if "paths" in report:
-        lines += ["## Forward paths: LoLDU on one real-size layer under bf16 autocast, against float64", "",
-                  "| path | output rel. error | z grad rel. error | output vs weight path | z grad vs weight path "
-                  "| verdict |", "|---|---|---|---|---|---|"]  # fmt: skip
-        for rec in report["paths"]:
-            if "error" in rec:
-                lines.append(f"| {rec.get('path', rec['row'])} | error: {rec['error']} | | | | FAIL |")
-                continue
-            lines.append(
-                f"| {rec['path']} | {rec['out_err']:.2e} | {rec['grad_err']:.2e} | {rec['out_vs_weight']:.2e} | "
-                f"{rec['grad_vs_weight']:.2e} | {'PASS' if rec['passed'] else 'FAIL'} |"
-            )
+        lines += _table(
+            "## Forward paths: LoLDU on one real-size layer under bf16 autocast, against float64",
+            [
+                "path",
+                "output rel. error",
+                "z grad rel. error",
+                "output vs weight path",
+                "z grad vs weight path",
+                "verdict",
+            ],  # fmt: skip
+            report["paths"],
+            lambda rec: [f"{rec[k]:.2e}" for k in ("out_err", "grad_err", "out_vs_weight", "grad_vs_weight")],
+            verdict=True,
+        )
         lines += ["", f"Bar: each path's errors <= {PATH_TOLERANCE:g}.", ""]
     return "\n".join(lines)
 

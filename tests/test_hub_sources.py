@@ -1,4 +1,4 @@
-"""The hub datasets of conf/task: each pinned to the revision loldu/data/hub_catalog.py records, and each task's data
+"""The hub datasets of conf/task: each pinned to the revision loldu/data/hub/catalog.py records, and each task's data
 module run on a local copy written in that recorded schema (its layout, columns, feature types, class-label count
 and known names, split names) through the same ``datasets.load_dataset`` call a run makes: the hub id, its
 configuration and the pinned revision are checked, then the call reads the local copy."""
@@ -13,7 +13,7 @@ import pytest
 from helpers import compose_job
 from omegaconf import OmegaConf
 
-from loldu.data.hub_catalog import HUB_DATASETS, HubDataset, check_hub_schema, hub_dataset
+from loldu.data.hub.catalog import HUB_DATASETS, HubDataset, check_hub_schema, hub_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_SOURCES = ("glue", "hub_image", "hub_text", "alpaca_hub")
@@ -39,7 +39,7 @@ def test_every_hub_task_is_pinned_to_its_catalogued_revision_and_agrees_with_the
     assert len(HUB_TASKS) == 17  # 8 GLUE tasks, 8 image datasets, alpaca
     used = set()
     for task, (raw, entry) in HUB_TASKS.items():
-        assert entry is not None, f"{task}: its hub id is not in loldu/data/hub_catalog.py"
+        assert entry is not None, f"{task}: its hub id is not in loldu/data/hub/catalog.py"
         used.add((entry.path, entry.config))
         args = raw["data"]["source_args"]
         assert args["revision"] == entry.revision and re.fullmatch(r"[0-9a-f]{40}", entry.revision), task
@@ -179,7 +179,7 @@ def test_a_loaded_revision_that_differs_from_its_record_is_refused(tmp_path, mon
     check_hub_schema(loaded, entry.path, None, entry.revision)  # as recorded: passes
     check_hub_schema(loaded, "someone/else", None, entry.revision)  # not recorded: not checked
     check_hub_schema(datasets.DatasetDict(train=loaded["train"]), entry.path, None, "0" * 40)  # another revision
-    with pytest.raises(ValueError, match=r"no split\(s\) \['test'\].*hub_catalog.py"):
+    with pytest.raises(ValueError, match=r"no split\(s\) \['test'\].*hub/catalog.py"):
         check_hub_schema(datasets.DatasetDict(train=loaded["train"]), entry.path, None, entry.revision)
     renamed = loaded.rename_column("label", "labels")
     with pytest.raises(ValueError, match=r"no column\(s\) \['label'\]"):

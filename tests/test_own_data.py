@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
+from helpers import compose_job
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
@@ -24,19 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _compose(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # as under @hydra.main, which passes the job config only
-    return cfg
-
-
 def _train(out: Path, *overrides: str) -> dict:
-    train(_compose("debug=fast", "logger=none", "callbacks=none", f"output_dir={out}", *overrides))
-    GlobalHydra.instance().clear()
+    train(compose_job("debug=fast", "logger=none", "callbacks=none", f"output_dir={out}", *overrides))
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -86,7 +73,7 @@ def test_wrong_column_fails_without_the_model_builder(tmp_path, builder_calls):
     with pytest.raises(ValueError, match=r"no column\(s\) \['text', 'label'\].*task\.data\.source_args\.text_columns"):
         _train(out, "model=tiny_bert", "task=text_csv", f"task.data.source_args.train={data}")
     assert builder_calls == [] and not (out / "config.yaml").exists()  # no run folder that looks like a real run
-    cfg = _compose("model=tiny_bert", "task=text_csv", f"task.data.source_args.train={data}")
+    cfg = compose_job("model=tiny_bert", "task=text_csv", f"task.data.source_args.train={data}")
     with pytest.raises(
         InstantiationException, match="builder ran"
     ):  # the fix the message names gets past the data check
@@ -226,7 +213,7 @@ def test_regression_data_with_class_metrics_names_the_metric_keys(tmp_path, buil
         ValueError, match=r"class metrics.*set task\.metrics=\[pearson,spearman\] task\.monitor=val/pearson"
     ):
         _train(tmp_path / "run", *args, "task.data.source_args.regression=true")
-    cfg = _compose(*args, "task.data.source_args.regression=true", "task.metrics=[pearson,spearman]")
+    cfg = compose_job(*args, "task.data.source_args.regression=true", "task.metrics=[pearson,spearman]")
     get_family("text").check_data(cfg)
     assert cfg.task.num_labels == 1 and builder_calls == []
 
@@ -238,15 +225,15 @@ def test_user_folders_are_not_augmented_but_recipes_keep_it(tmp_path):
     from hydra.utils import instantiate
 
     root = _folder(tmp_path / "digits", {"six": (200, 0, 0), "nine": (0, 0, 200)})
-    cfg = _compose("model=tiny_vit", "task=imagefolder", f"task.data.source_args.root={root}")
+    cfg = compose_job("model=tiny_vit", "task=imagefolder", f"task.data.source_args.root={root}")
     dm = instantiate(cfg.task.data, _convert_="all", image_size=8)
     assert dm.augment is False
     dm.setup()
     first, again = dm.datasets["train"][0]["pixel_values"], dm.datasets["train"][0]["pixel_values"]
     assert torch.equal(first, again)  # no random crop or flip
     assert ImageClassificationDataModule("imagefolder", {"root": str(root)}).augment is False
-    assert _compose("model=tiny_vit", "task=cifar10").task.data.augment is True  # the recipes of natural images
-    assert _compose("model=tiny_vit", "task=digits").task.data.augment is False  # a mirrored digit is no digit
+    assert compose_job("model=tiny_vit", "task=cifar10").task.data.augment is True  # the recipes of natural images
+    assert compose_job("model=tiny_vit", "task=digits").task.data.augment is False  # a mirrored digit is no digit
 
 
 def test_model_loading_error_names_the_real_key_and_offline_mode(monkeypatch):
@@ -264,7 +251,7 @@ def test_model_loading_error_names_the_real_key_and_offline_mode(monkeypatch):
     message = str(err.value)
     assert "model.builder.name_or_path=<folder>" in message and "HF_HUB_OFFLINE=1" in message
     key = re.search(r"(model\.builder\.\w+)=<folder>", message).group(1)
-    assert _compose("model=roberta_base", "task=sst2", f"{key}=/models/roberta").model.builder.name_or_path
+    assert compose_job("model=roberta_base", "task=sst2", f"{key}=/models/roberta").model.builder.name_or_path
 
 
 def test_readme_own_data_example_composes_and_its_data_checks(tmp_path, monkeypatch):
@@ -274,7 +261,7 @@ def test_readme_own_data_example_composes_and_its_data_checks(tmp_path, monkeypa
     Path(csv_block.group(1)).write_text(csv_block.group(2))
     command = next(line for line in section.splitlines() if "task=text_csv" in line and "train.py" in line)
     overrides = command.split("train.py", 1)[1].split("#")[0].split()
-    cfg = _compose(*overrides)
+    cfg = compose_job(*overrides)
     assert cfg.task.num_labels is None
     get_family(cfg.task.family).check_data(cfg)
     assert cfg.task.num_labels == 3

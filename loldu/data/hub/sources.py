@@ -12,7 +12,7 @@ from typing import Any
 from datasets import ClassLabel, DatasetDict
 
 from loldu.data.base import encode_labels, text_dataset
-from loldu.data.hub_catalog import check_hub_schema
+from loldu.data.hub.catalog import check_hub_schema
 
 # task -> (text columns, label names; None for regression). Test labels are hidden, so GLUE's official validation
 # split is the test set here and validation is carved from train.
@@ -37,7 +37,7 @@ def load_hub_dataset(path: str, name: str | None = None, load_kwargs: dict | Non
         load_kwargs: Extra keyword arguments for ``load_dataset`` (revision, data_files, ...).
 
     Returns:
-        The loaded ``DatasetDict``, checked against :mod:`loldu.data.hub_catalog`'s record when ``path`` is a
+        The loaded ``DatasetDict``, checked against :mod:`loldu.data.hub.catalog`'s record when ``path`` is a
         recorded hub id at its recorded revision.
 
     Raises:
@@ -146,7 +146,7 @@ def glue(
         task: One of cola, sst2, mrpc, qqp, stsb (regression, 0..5 similarity), mnli, qnli, rte.
         path: Hub id or a local copy of the GLUE dataset repository.
         revision: The hub revision (a commit SHA pins the data; the task configs pin
-            :data:`loldu.data.hub_catalog.GLUE_REVISION`); None: the default branch.
+            :data:`loldu.data.hub.catalog.GLUE_REVISION`); None: the default branch.
         load_kwargs: Extra keyword arguments for ``datasets.load_dataset``.
 
     Returns:

@@ -257,7 +257,7 @@ def check_hub_schema(loaded: Any, path: str, config: str | None, revision: str |
         return
     where = f"{path!r}" + (f" ({config})" if config else "") + f" at revision {revision}"
     fix = (
-        "The record in loldu/data/hub_catalog.py is wrong or the hub rewrote this revision: check the dataset card, "
+        "The record in loldu/data/hub/catalog.py is wrong or the hub rewrote this revision: check the dataset card, "
         "fix the record (or pin another revision in the task config's source_args.revision)."
     )
     missing = sorted(set(entry.splits) - set(loaded))
