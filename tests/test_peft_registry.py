@@ -81,6 +81,39 @@ def test_config_round_trips_through_adapter_config_json(tmp_path):
     assert isinstance(PeftModel.from_pretrained(TinyMLP(), tmp_path).peft_config["default"], LoLDUConfig)
 
 
+@pytest.mark.parametrize("config_cls", [LoLDUConfig, SVFitConfig])
+def test_init_weights_is_peft_switch_between_identity_and_a_moved_start(tmp_path, config_cls):
+    # PEFT's generic tests build every tuner with init_weights=False and expect the output to move at once
+    x = torch.randn(5, 12, dtype=torch.float64)
+    torch.manual_seed(0)
+    base = TinyMLP().double()
+    expected = base(x)
+    outputs = {}
+    for flag in (True, False):
+        model = get_peft_model(
+            base_copy(base),
+            config_cls(r=4, target_modules=["fc1", "fc2"], init_weights=flag),
+        )
+        outputs[flag] = model(x)
+        config = model.peft_config["default"]
+        assert (config.init, config.init_residual) == (("lu", "z0") if flag else ("s_normal", "d"))
+    torch.testing.assert_close(outputs[True], expected, rtol=0, atol=1e-12)
+    assert (outputs[False] - expected).abs().max() > 1e-3
+    # an explicit init other than lu is kept; the saved config reloads to the same settings
+    config = config_cls(r=4, target_modules=["fc1"], init="uniform", init_weights=False)
+    assert (config.init, config.init_residual) == ("uniform", "d")
+    get_peft_model(base_copy(base), config).save_pretrained(tmp_path)
+    loaded = PeftConfig.from_pretrained(tmp_path)
+    assert (loaded.init, loaded.init_residual, loaded.init_weights) == ("uniform", "d", False)
+
+
+def base_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A fresh TinyMLP with ``model``'s weights (get_peft_model adapts its argument in place)."""
+    copy = TinyMLP().to(next(model.parameters()).dtype)
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
 def test_half_precision_base_keeps_factors_in_its_dtype():
     # PEFT upcasts adapter BufferDicts to float32; the frozen factors must not
     # be among them (memory), while z and sigma are float32 as PEFT intends.

@@ -189,6 +189,32 @@ def test_tune_chooses_on_validation_over_the_grid_seeds(tmp_path, capsys):
         report([str(tmp_path), "--x", "rank"])
 
 
+def test_tune_chooses_a_pair_jointly_over_the_product_grid(tmp_path, capsys):
+    # val/acc over lr x head_lr at seed 0: the best pair (3e-3, 3e-3) is not where either key is best on average
+    # (lr 1e-3 and head_lr 1e-2 have the best means)
+    val = {("1e-3", "1e-3"): 0.60, ("1e-3", "3e-3"): 0.61, ("1e-3", "1e-2"): 0.66,
+           ("3e-3", "1e-3"): 0.50, ("3e-3", "3e-3"): 0.70, ("3e-3", "1e-2"): 0.45,
+           ("1e-2", "1e-3"): 0.64, ("1e-2", "3e-3"): 0.40, ("1e-2", "1e-2"): 0.65}  # fmt: skip
+    for num, ((lr, head), v) in enumerate(val.items()):
+        _job(tmp_path, num, {"lr": lr, "head_lr": head, "seed": 0}, acc=1.0 - v, val_acc=v)
+    for seed in (1, 2):  # seeds at the chosen pair validate badly: the choice must not move
+        _job(tmp_path, 8 + seed, {"lr": "3e-3", "head_lr": "3e-3", "seed": seed}, acc=0.8, val_acc=0.1)
+    assert report([str(tmp_path), "--tune", "lr+head_lr", "--print-best"]) == 0
+    best = capsys.readouterr().out.split()
+    assert len(best) == 1 and [float(v) for v in best[0].split("+")] == [3e-3, 3e-3]
+    assert report([str(tmp_path), "--tune", "lr+head_lr"]) == 0
+    (choice,) = json.loads((tmp_path / "tuned.json").read_text())["choices"]
+    assert choice["on_seeds"] == [0] and choice["edge"] is False and len(choice["scores"]) == 9
+    (result,) = json.loads((tmp_path / "tuned.json").read_text())["results"]
+    assert result["n"] == 3 and result["test/acc"][0] == pytest.approx((0.30 + 0.8 + 0.8) / 3)
+    # a pair at the largest head_lr tried is at the edge of the grid even though its lr is inside
+    _job(tmp_path, 11, {"lr": "3e-3", "head_lr": "3e-2", "seed": 0}, val_acc=0.9)
+    choice = rep.tune(rep.collect(tmp_path), ["lr", "head_lr", "seed"], "lr+head_lr", "val/acc")[0]
+    assert choice["edge"] is True and [float(v) for v in choice["lr+head_lr"].split("+")] == [3e-3, 3e-2]
+    with pytest.raises(SystemExit, match="do not vary warmup"):
+        report([str(tmp_path), "--tune", "lr+warmup"])
+
+
 def test_tune_refuses_what_cannot_be_chosen(tmp_path):
     _job(tmp_path, 0, {"seed": 0}, val_acc=0.5)
     _job(tmp_path, 1, {"seed": 1}, val_acc=0.6)

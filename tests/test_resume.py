@@ -98,6 +98,27 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, monkeypatch, reference
     assert "test/acc" in (tmp_path / "csv" / "metrics.csv").read_text()
 
 
+# AdaLoRA over the same 10 steps: reallocation from step 2 to 7, then its final ranks. A kill at step 5 falls in
+# the budgeting phase (the importance averages must come back), one at 9 in the final phase (the rank pattern).
+ADALORA = ("method=adalora", "method.options.tinit=1", "method.options.tfinal=2", "method.options.deltaT=1")
+
+
+@pytest.fixture(scope="module")
+def adalora_reference(tmp_path_factory) -> dict:
+    return _results(_train(tmp_path_factory.mktemp("adalora"), *ADALORA))
+
+
+@pytest.mark.parametrize("step", [5, 9])
+def test_killed_adalora_run_resumes_with_its_rank_allocator(tmp_path, monkeypatch, adalora_reference, step):
+    with monkeypatch.context() as patch:
+        _kill_after(patch, step)
+        with pytest.raises(_Killed):
+            _train(tmp_path, *ADALORA)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=True, map_location="cpu")
+    assert saved["method_state"]["exp_avg_ipt"] and saved["method_state"]["rank_pattern"], "allocator state kept"
+    assert _results(_train(tmp_path, f"resume={tmp_path}", *ADALORA)) == adalora_reference
+
+
 def test_epoch_end_checkpoint_resumes_to_the_same_metrics(tmp_path, monkeypatch, reference):
     with monkeypatch.context() as patch:
         _kill_after(patch, 6)  # the step-6 checkpoint would be kept: never save by steps here

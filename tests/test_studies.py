@@ -33,6 +33,7 @@ def _runs(study: str, folder: str = "runs") -> Path:
         ("init_ablation", "runs"),
         ("instruction_tuning", "runs"),
         ("defaults", "runs"),
+        ("fair_comparison", "runs"),
     ],
 )
 def test_every_committed_run_finished_with_its_config(study, folder):
@@ -53,20 +54,25 @@ def test_method_comparison_summary_is_what_the_runs_give():
 
 
 def test_seeds_ran_at_the_lr_validation_chose():
-    from loldu.sweeps.runs import swept_keys, value
-    from loldu.sweeps.tune import tune
+    from loldu.sweeps.runs import swept_keys
+    from loldu.sweeps.tune import joint_value, tune
 
-    folders = [*(COMPARISON / "runs").glob("*/*"), *(COMPARISON / "runs_longer").glob("*")]
+    folders = [
+        *(COMPARISON / "runs").glob("*/*"),
+        *(COMPARISON / "runs_longer").glob("*"),
+        *(STUDIES / "fair_comparison" / "runs").glob("*/*"),
+    ]
     methods = sorted(p for p in folders if (p / "seeds").is_dir())
     if not methods:
         pytest.skip("the method comparison has no committed seeds")
     for method in methods:
         rows = collect(method)
         swept = swept_keys(rows)
-        key = "head_lr" if "head_lr" in swept else "lr"  # loldu_r384_head tunes the head's lr
+        # lr; loldu_r384_head tunes the head's lr alone; the fair comparison both jointly
+        key = "+".join(k for k in ("lr", "head_lr") if k in swept)
         (choice,) = tune(rows, swept, key, "val/acc")
         seeds = collect(method / "seeds")
-        assert {str(value(r, key)) for r in seeds} == {str(choice[key])}, method
+        assert {str(joint_value(r, key)) for r in seeds} == {str(choice[key])}, method
         assert sorted(r["seed"] for r in seeds) == [1, 2], method
 
 

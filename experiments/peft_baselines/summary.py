@@ -12,11 +12,10 @@ LoLDU is paired by seed (a seed fixes the split, the subset and the order) with 
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 from loldu.sweeps.runs import collect, swept_keys, value
-from loldu.sweeps.stats import paired_interval
+from loldu.sweeps.stats import mean_std_text, paired_gap_text
 from loldu.sweeps.tune import tune
 
 HERE = Path(__file__).resolve().parent
@@ -41,21 +40,6 @@ def chosen_runs(folder: Path, only: dict[str, str]) -> tuple[dict, dict[int, dic
     return choice, {r["seed"]: r for r in runs}
 
 
-def _ms(values: list[float]) -> str:
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "n/a"
-
-
-def gap(runs: dict[int, dict], ref: dict[int, dict]) -> str:
-    """Paired test-accuracy gap in points, mean [95% CI]; 'separable' marks an interval that excludes 0."""
-    seeds = sorted(set(runs) & set(ref))
-    diffs = [100 * (runs[s]["test/acc"] - ref[s]["test/acc"]) for s in seeds]
-    if len(diffs) < 2:
-        return "n/a"
-    mean, lo, hi = paired_interval(diffs)
-    mark = "" if lo <= 0 <= hi else " *"
-    return f"{mean:+.1f} [{lo:+.1f}, {hi:+.1f}]{mark}"
-
-
 def main() -> None:
     rows = {}
     for folder in sorted(p for p in (HERE / "runs").iterdir() if p.is_dir()):
@@ -75,11 +59,12 @@ def main() -> None:
         edge = " (edge)" if choice["edge"] else ""
         accs = [r["test/acc"] for r in runs.values()]
         step = min(r["step_s"] for r in runs.values() if r.get("step_s") is not None)
-        vs_lora = "" if name == "lora_r8" else gap(runs, refs["lora_r8"][1])
-        vs_loldu = "" if name == "loldu_r384" else gap(runs, refs["loldu_r384"][1])
+        vs_lora = "" if name == "lora_r8" else paired_gap_text(runs, refs["lora_r8"][1])
+        vs_loldu = "" if name == "loldu_r384" else paired_gap_text(runs, refs["loldu_r384"][1])
         print(
             f"| {name} | {runs[0]['adapter']:,} | **{choice['lr']}**{edge} ({grid}) | "
-            f"{','.join(str(s) for s in sorted(runs))} | {_ms(accs)} | {vs_lora} | {vs_loldu} | {step:.2f} | {where} |"
+            f"{','.join(str(s) for s in sorted(runs))} | {mean_std_text(accs)} | {vs_lora} | {vs_loldu} | "
+            f"{step:.2f} | {where} |"
         )
     print(
         "\nA gap is the mean over seeds of (method − reference) test accuracy with its 95% t-interval over the 3 "

@@ -31,6 +31,7 @@ class Choices(tuple):
 _DIAGONAL_OPTIONS: dict[str, Choices | tuple[str, ...]] = {
     "init": Choices(("lu", "uniform", "normal", "constant", "ones", "zeros", "s_uniform", "s_normal")),
     "init_residual": Choices(("z0", "d")),
+    "init_weights": ("bool",),
     "train_sigma": ("bool",),
     "forward_path": Choices(("auto", "activation", "weight", "fused")),
     "recompute": Choices(("auto", "always", "never")),

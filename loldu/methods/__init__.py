@@ -23,7 +23,14 @@ from loldu.methods.loldu import LoLDUConfig, LoLDULayer, LoLDUModel
 from loldu.methods.registry import METHODS, MethodEntry, get_method, register_method
 from loldu.methods.state import adapter_state_dict
 from loldu.methods.svfit import SVFitConfig, SVFitLayer, SVFitModel
-from loldu.methods.training import after_optimizer_step, check_mergeable, start_training, training_penalty
+from loldu.methods.training import (
+    after_optimizer_step,
+    check_mergeable,
+    load_training_state,
+    start_training,
+    training_penalty,
+    training_state,
+)
 
 __all__ = [
     "METHODS",
@@ -38,6 +45,8 @@ __all__ = [
     "SVFitModel",
     "adapter_state_dict",
     "after_optimizer_step",
+    "load_training_state",
+    "training_state",
     "apply_method",
     "check_mergeable",
     "check_spec",

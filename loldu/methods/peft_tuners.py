@@ -20,6 +20,7 @@ the same way:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -173,7 +174,36 @@ def _adalora_penalty(model: nn.Module) -> torch.Tensor | None:
     return config.orth_reg_weight * torch.stack(terms).mean() if terms else None
 
 
-ADALORA_HOOKS = TrainingHooks(fit_start=_adalora_fit_start, after_step=_adalora_after_step, penalty=_adalora_penalty)
+_ALLOCATOR_AVERAGES = ("ipt", "exp_avg_ipt", "exp_avg_unc")
+
+
+def _adalora_state(model: nn.Module) -> dict:
+    """The rank allocator's importance scores and their averages (keyed by parameter name), and the rank pattern
+    once the final phase has fixed it: what ``update_and_allocate`` reads besides the model."""
+    tuner, config = _adalora_config(model)
+    allocator = tuner.rankallocator
+    state = {key: {n: t.detach().clone() for n, t in getattr(allocator, key).items()} for key in _ALLOCATOR_AVERAGES}
+    return {**state, "rank_pattern": copy.deepcopy(config.rank_pattern)}
+
+
+def _adalora_load_state(model: nn.Module, state: dict) -> None:
+    tuner, config = _adalora_config(model)
+    params = dict(tuner.model.named_parameters())
+    unknown = sorted(set().union(*(state[key] for key in _ALLOCATOR_AVERAGES)) - set(params))
+    if unknown:
+        raise ValueError(f"the checkpoint's AdaLoRA state names parameters this model lacks: {unknown[:3]}")
+    for key in _ALLOCATOR_AVERAGES:
+        setattr(tuner.rankallocator, key, {n: t.to(params[n].device) for n, t in state[key].items()})
+    config.rank_pattern = copy.deepcopy(state["rank_pattern"])
+
+
+ADALORA_HOOKS = TrainingHooks(
+    fit_start=_adalora_fit_start,
+    after_step=_adalora_after_step,
+    penalty=_adalora_penalty,
+    state=_adalora_state,
+    load_state=_adalora_load_state,
+)
 
 
 # ----------------------------------------------------------------------------------------------- sizes from the model

@@ -41,11 +41,17 @@ class TrainingHooks:
         after_step: ``(model, step)``, after each optimizer step while the gradients are still there; ``step``
             counts optimizer steps from 0.
         penalty: ``model -> scalar tensor``, a term added to the training loss (AdaLoRA's orthogonality).
+        state: ``model -> dict`` of what the method keeps outside the model's parameters and buffers while it
+            trains (AdaLoRA's importance averages and rank pattern), for a resumable checkpoint; tensors, lists,
+            numbers and strings only (checkpoints are read with ``weights_only=True``).
+        load_state: ``(model, state)``, puts back what ``state`` returned, when a run resumes.
     """
 
     fit_start: Callable[[Any, int], None] | None = None
     after_step: Callable[[Any, int], None] | None = None
     penalty: Callable[[Any], Any] | None = None
+    state: Callable[[Any], dict] | None = None
+    load_state: Callable[[Any, dict], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,9 @@
         optimizer.step()
         after_optimizer_step(model, step)
         optimizer.zero_grad()
+
+A checkpoint that is to resume exactly also keeps ``training_state(model)`` and gives it back with
+``load_training_state`` (AdaLoRA's importance averages and rank pattern live outside the model's state dict).
 """
 
 from __future__ import annotations
@@ -51,6 +54,25 @@ def training_penalty(model: nn.Module) -> torch.Tensor | None:
     if hooks is None or hooks.penalty is None:
         return None
     return hooks.penalty(model)
+
+
+def training_state(model: nn.Module) -> dict | None:
+    """What the method keeps outside the model while it trains (AdaLoRA's rank allocator), for a checkpoint; None
+    when it keeps nothing."""
+    hooks = _hooks(model)
+    return hooks.state(model) if hooks is not None and hooks.state is not None else None
+
+
+def load_training_state(model: nn.Module, state: dict) -> None:
+    """Put back a :func:`training_state` when a run resumes.
+
+    Raises:
+        ValueError: the model's method keeps no such state (the checkpoint is of another method).
+    """
+    hooks = _hooks(model)
+    if hooks is None or hooks.load_state is None:
+        raise ValueError("the checkpoint holds a method's training state, but this run's method keeps none")
+    hooks.load_state(model, state)
 
 
 def check_mergeable(model: nn.Module) -> None:

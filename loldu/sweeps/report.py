@@ -26,7 +26,7 @@ from pathlib import Path
 from loldu.run.folder import atomic_write_text, write_json
 from loldu.sweeps.plots import aggregate, axis, plot, plot_params
 from loldu.sweeps.runs import FIELDS, RECORD_COLUMNS, RESULT_PREFIXES, collect, swept_keys, value
-from loldu.sweeps.tune import tune, tuned_groups
+from loldu.sweeps.tune import key_parts, tune, tuned_groups
 
 __all__ = ["aggregate", "axis", "collect", "main", "metric_columns", "swept_keys", "to_markdown"]
 COLUMNS = ("run", "status", *FIELDS, "adapter", "head", "trainable", "step_s")
@@ -180,7 +180,7 @@ def _groups_of(rows, swept, shown, args, folders) -> tuple[list[dict], list[dict
     choices, tuned = [], []
     for part in parts:
         part_swept = swept_keys(part)
-        key = next((k for k in keys if k in part_swept), keys[0])
+        key = next((k for k in keys if all(p in part_swept for p in key_parts(k))), keys[0])
         try:
             found = tune(part, part_swept, key, on)
         except ValueError as err:
@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project", default=None, help="W&B project for --wandb (default: the runs' project)")
     parser.add_argument("--x", default=None, help="swept key on the plot's x-axis (default: rank, lr, init, ...)")
     parser.add_argument(
-        "--tune", default=None, metavar="KEY", help="choose KEY (e.g. lr; merged: lr,head_lr) per setting on --on"
+        "--tune",
+        default=None,
+        metavar="KEY",
+        help="choose KEY (e.g. lr; jointly: lr+head_lr; merged: the first of lr,head_lr a folder varies) on --on",
     )
     parser.add_argument("--on", default=None, help="validation metric of --tune (default: the first val/ metric)")
     parser.add_argument("--print-best", action="store_true", help="--tune: print the choice, write nothing")
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     groups, tuned, choices = _groups_of(rows, swept, shown, args, folders)
     tables = {"report/runs": run_table(rows, swept, shown), "report/seeds": seed_table(groups, swept, shown)}
     if args.print_best:
-        others = [k for k in swept if k not in (choices[0]["_key"], "seed")]
+        others = [k for k in swept if k not in (*key_parts(choices[0]["_key"]), "seed")]
         for c in choices:
             print(" ".join([f"{k}={c[k]}" for k in others] + [str(c[c["_key"]])]))
         return 0

@@ -20,3 +20,21 @@ def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
     mean = statistics.fmean(diffs)
     half = T975[len(diffs) - 1] * statistics.stdev(diffs) / len(diffs) ** 0.5
     return mean, mean - half, mean + half
+
+
+def mean_std_text(values: list[float], scale: float = 100.0) -> str:
+    """``mean ± std`` of ``values`` x ``scale`` (accuracies as percent), one decimal; ``n/a`` for a single value."""
+    if len(values) < 2:
+        return "n/a"
+    return f"{scale * statistics.fmean(values):.1f} ± {scale * statistics.stdev(values):.1f}"
+
+
+def paired_gap_text(runs: dict[int, dict], ref: dict[int, dict], metric: str = "test/acc", scale: float = 100.0) -> str:
+    """The paired gap ``runs - ref`` of ``metric`` over their common seeds (runs keyed by seed), in points:
+    ``mean [low, high]`` with the 95% interval of :func:`paired_interval`, `` *`` when it excludes 0 (the data
+    separate the two); ``n/a`` with fewer than 2 common seeds."""
+    seeds = sorted(set(runs) & set(ref))
+    if len(seeds) < 2:
+        return "n/a"
+    mean, low, high = paired_interval([scale * (runs[s][metric] - ref[s][metric]) for s in seeds])
+    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{'' if low <= 0 <= high else ' *'}"

@@ -15,9 +15,11 @@ from loldu.methods import (
     adapter_state_dict,
     after_optimizer_step,
     count_parameters,
+    load_training_state,
     optimizer_param_groups,
     start_training,
     training_penalty,
+    training_state,
 )
 
 SCHEDULERS = ("linear", "constant")
@@ -110,6 +112,13 @@ class FineTuneModule(L.LightningModule):
         keep = {f"model.{k}" for k in adapter_state_dict(self.model)}
         keep |= {name for name, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        state = training_state(self.model)  # AdaLoRA's rank allocator: outside the state dict, needed to resume
+        if state is not None:
+            checkpoint["method_state"] = state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "method_state" in checkpoint:
+            load_training_state(self.model, checkpoint["method_state"])
 
     # -- the method's part in each step (AdaLoRA: orthogonality in the loss, rank reallocation after the step) ---
     def backward(self, loss: torch.Tensor, *args, **kwargs) -> None:

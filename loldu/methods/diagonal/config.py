@@ -49,6 +49,14 @@ class DiagonalConfig(PeftConfig):
             "pre-trained one) or d (the kept diagonal, as the authors' experiment code did)."
         },
     )
+    init_weights: bool = field(
+        default=True,
+        metadata={
+            "help": "PEFT's switch for where an adapter starts. True: init and init_residual as given (by default "
+            "the model starts exactly at the pre-trained one). False: start away from it, as PEFT's tests ask of "
+            "every tuner: init_residual becomes d, and init lu (which would then cancel) becomes s_normal."
+        },
+    )
     train_sigma: bool = field(
         default=False,
         metadata={
@@ -95,6 +103,10 @@ class DiagonalConfig(PeftConfig):
                 f"{type(self).__name__} does not support bias={self.bias!r}: bias training is not part of the "
                 "method, only bias='none' is accepted; use method=bitfit to train biases"
             )
+        if not self.init_weights:
+            self.init_residual = "d"
+            if self.init == "lu":
+                self.init = "s_normal"
         validate_common(self)
 
     @classmethod
