@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The fair rerun of the method comparison (issue 21): every method of methods.txt on one grid, lr x head_lr, at
+# each step budget, the pair chosen jointly on val/acc of seed 0, then seeds 1 and 2 at that pair:
+#   experiments/fair_comparison/run.sh short   # 63 steps (1 epoch over 2,000 sentences)
+#   experiments/fair_comparison/run.sh long    # 214 steps (1 epoch over all 6,824), LoLDU and LoRA r8
+#   experiments/fair_comparison/run.sh short vera svfit   # only these methods (two shells can share the work)
+# One rule for every method: where the chosen lr is the smallest or largest of the grid, the grid grows by one lr
+# beyond it (x1/3 or x3, at both head_lrs) before the seeds run. Rotten Tomatoes, MiniLM, the rest as
+# ../method_comparison/setting.sh. Runs land in runs/<budget>/<method>/{grid,extend,seeds}; a folder that exists is
+# skipped, so a killed stage resumes (remove its half-written folder first).
+set -euo pipefail
+budget=$1 task=rotten_tomatoes only=${*:2}
+here=experiments/fair_comparison
+source experiments/method_comparison/setting.sh
+case $budget in
+  short) lrs=1e-3,3e-3,1e-2,3e-2,1e-1 methods="loldu_r384 lora_r8 svfit vera fourierft" ;;
+  long) common="model=minilm task=$task epochs=1" lrs=1e-3,3e-3,1e-2,3e-2 methods="loldu_r384 lora_r8" ;;
+  *) echo "budget: short or long" >&2; exit 2 ;;
+esac
+head_lrs=3e-3,3e-2
+grep -v '^#' $here/methods.txt | while read -r name overrides; do
+  [ -n "$name" ] || continue
+  [[ " $methods " == *" $name "* ]] || continue
+  [ -z "$only" ] || [[ " $only " == *" $name "* ]] || continue
+  out=$here/runs/$budget/$name
+  [ -d $out/grid ] || python train.py -m $common $overrides "lr=$lrs" "head_lr=$head_lrs" seed=0 \
+    hydra.sweep.dir=$out/grid || echo "$out/grid: some jobs failed (the report lists them)"
+  best=$(python -m loldu.report $out/grid --tune lr+head_lr --print-best)  # e.g. 0.003+0.03
+  beyond=$(python -c "
+lrs, lr = [float(v) for v in '$lrs'.split(',')], float('${best%+*}')
+print(f'{lr / 3:.0e}' if lr == min(lrs) else f'{lr * 3:.0e}' if lr == max(lrs) else '')")
+  if [ -n "$beyond" ] && [ ! -d $out/extend ]; then
+    python train.py -m $common $overrides "lr=$beyond" "head_lr=$head_lrs" seed=0 hydra.sweep.dir=$out/extend \
+      || echo "$out/extend: some jobs failed (the report lists them)"
+  fi
+  [ -d $out/seeds ] && continue
+  best=$(python -m loldu.report $out --tune lr+head_lr --print-best)  # over grid and extension, seed 0
+  python train.py -m $common $overrides "lr=${best%+*}" "head_lr=${best#*+}" seed=1,2 hydra.sweep.dir=$out/seeds \
+    || echo "$out/seeds: some jobs failed (the report lists them)"
+done
