@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loldu.sweeps.runs import collect, swept_keys, value
 from loldu.sweeps.stats import mean_std_text, paired_gap_text
-from loldu.sweeps.tune import joint_value, tune
+from loldu.sweeps.tune import at_edge, joint_value, tune
 
 HERE = Path(__file__).resolve().parent
 KEY = "lr+head_lr"
@@ -35,23 +35,22 @@ def _pair(text: str) -> str:
     return f"{float(lr):g} / {float(head):g}"
 
 
-def edge_text(rows: list[dict], pair: str) -> str:
+def seed0(rows: list[dict]) -> list[dict]:
+    """The finished runs of the grid (seed 0)."""
+    return [r for r in rows if r["status"] == "finished" and r.get("seed") == 0]
+
+
+def edge_text(grid: list[dict], pair: str) -> str:
     """`` (edge: lr)`` naming each key whose chosen value is the smallest or largest its grid tried."""
-    seed0 = [r for r in rows if r["status"] == "finished" and r.get("seed") == 0]
-    edges = []
-    for key, chosen_value in zip(KEY.split("+"), pair.split("+"), strict=True):
-        tried = {float(value(r, key)) for r in seed0}
-        if len(tried) > 1 and float(chosen_value) in (min(tried), max(tried)):
-            edges.append(key)
+    keys = KEY.split("+")
+    edges = [k for k, v in zip(keys, pair.split("+"), strict=True) if at_edge([str(value(r, k)) for r in grid], v)]
     return f" (edge: {', '.join(edges)})" if edges else ""
 
 
-def grid_table(rows: list[dict]) -> list[str]:
+def grid_table(grid: list[dict]) -> list[str]:
     """val/acc (%) of seed 0 with lr down and head_lr across."""
-    seed0 = [r for r in rows if r["status"] == "finished" and r.get("seed") == 0]
-    lrs = sorted({float(value(r, "lr")) for r in seed0})
-    heads = sorted({float(value(r, "head_lr")) for r in seed0})
-    cell = {(float(value(r, "lr")), float(value(r, "head_lr"))): 100 * r["val/acc"] for r in seed0}
+    cell = {(float(value(r, "lr")), float(value(r, "head_lr"))): 100 * r["val/acc"] for r in grid}
+    lrs, heads = (sorted({pair[i] for pair in cell}) for i in (0, 1))
     lines = ["| lr \\ head_lr | " + " | ".join(f"{h:g}" for h in heads) + " |", "|" + " --- |" * (len(heads) + 1)]
     for lr in lrs:
         lines.append(f"| {lr:g} | " + " | ".join(f"{cell[lr, h]:.1f}" if (lr, h) in cell else "" for h in heads) + " |")
@@ -70,15 +69,14 @@ def main() -> None:
             "− LoRA r8 (points, 95% CI) | − LoLDU r384 (points, 95% CI) | step (s) |"
         )
         print("|" + " --- |" * 8)
-        rows_of = {name: rows for name, (_, _, rows) in found.items()}
-        for name, (choice, runs, _) in sorted(found.items(), key=lambda kv: kv[1][1][0]["adapter"]):
+        for name, (choice, runs, rows) in sorted(found.items(), key=lambda kv: kv[1][1][0]["adapter"]):
             accs = [r["test/acc"] for r in runs.values()]
             step = min(r["step_s"] for r in runs.values() if r.get("step_s") is not None)
             vs = {
                 ref: "" if name == ref or ref not in found else paired_gap_text(runs, found[ref][1])
                 for ref in ("lora_r8", "loldu_r384")
             }
-            edge = edge_text(rows_of[name], choice[KEY])
+            edge = edge_text(seed0(rows), choice[KEY])
             print(
                 f"| {name} | {runs[0]['adapter']:,} | **{_pair(choice[KEY])}**{edge} "
                 f"({100 * choice['scores'][str(choice[KEY])]:.1f}) | {','.join(str(s) for s in sorted(runs))} | "
@@ -87,7 +85,7 @@ def main() -> None:
         print()
         for name, (_, _, rows) in found.items():
             print(f"{name}, val/acc (%) of seed 0 over the grid:\n")
-            print("\n".join(grid_table(rows)) + "\n")
+            print("\n".join(grid_table(seed0(rows))) + "\n")
     print(
         "A gap is the mean over seeds of (method − reference) test accuracy with its 95% t-interval over the 3 paired "
         "seeds (t with 2 degrees of freedom: 4.30 x the standard error); * marks an interval that excludes 0. Without "

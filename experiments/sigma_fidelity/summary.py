@@ -11,16 +11,18 @@ over both tasks' six pairs.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
 from loldu.sweeps.runs import collect, swept_keys, value
+from loldu.sweeps.stats import mean_std_text
 from loldu.sweeps.stats import paired_interval as interval
 from loldu.sweeps.tune import tune
 
 ARM = "method.options.train_sigma"
 NAMES = {"false": "z only", "true": "z and sigma"}
+
+
 def arms(folder: Path) -> dict[str, dict[int, dict]]:
     """arm -> seed -> run, the finished runs of each arm at the lr its seed 0 validated."""
     rows = collect(folder)
@@ -39,10 +41,6 @@ def arms(folder: Path) -> dict[str, dict[int, dict]]:
     return out
 
 
-def _ms(values: list[float]) -> str:
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.stdev(values):.1f}" if len(values) > 1 else "n/a"
-
-
 def main(root: Path) -> None:
     pairs_all = []
     for task in sorted(p.name for p in root.iterdir() if p.is_dir()):
@@ -59,8 +57,8 @@ def main(root: Path) -> None:
             first = next(iter(runs.values()))
             print(
                 f"| {NAMES[arm]} | **{choice['lr']}**{edge} ({grid}) | {first['adapter']:,} | "
-                f"{','.join(str(s) for s in sorted(runs))} | {_ms([r['test/acc'] for r in runs.values()])} | "
-                f"{_ms([r['test/f1'] for r in runs.values()])} |"
+                f"{','.join(str(s) for s in sorted(runs))} | {mean_std_text([r['test/acc'] for r in runs.values()])} | "
+                f"{mean_std_text([r['test/f1'] for r in runs.values()])} |"
             )
         if {"false", "true"} <= set(found):
             z, zs = found["false"]["runs"], found["true"]["runs"]

@@ -67,14 +67,14 @@ def tune(rows: list[dict], swept: list[str], key: str, on: str, mode: str | None
         scores = {v: statistics.fmean(r[on] for r in rs if r.get("seed") in common) for v, rs in by_value.items()}
         best = (max if mode == "max" else min)(scores, key=scores.get)
         edge = any(
-            _at_edge([str(value(r, k)) for r in members], str(value(by_value[best][0], k))) for k in key_parts(key)
+            at_edge([str(value(r, k)) for r in members], str(value(by_value[best][0], k))) for k in key_parts(key)
         )
         choice = {**setting, key: joint_value(by_value[best][0], key), "on": on, "on_seeds": sorted(common)}
         choices.append({**choice, "scores": scores, "edge": edge})
     return choices
 
 
-def _at_edge(tried: list[str], chosen: str) -> bool:
+def at_edge(tried: list[str], chosen: str) -> bool:
     """Whether ``chosen`` is the smallest or largest of several numeric values ``tried``."""
     numeric = [_number(v) for v in set(tried)]
     return len(numeric) > 1 and None not in numeric and _number(chosen) in (min(numeric), max(numeric))
