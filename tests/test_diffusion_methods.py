@@ -12,6 +12,7 @@ import torch
 from helpers import build, run_composed
 from safetensors.torch import load_file
 
+from loldu.eval import dreambooth as dreambooth_eval
 from loldu.methods import apply_method, count_parameters, load_adapter, optimizer_param_groups
 from loldu.methods.textual_inversion import (
     LEARNED_EMBEDS,
@@ -23,6 +24,7 @@ from loldu.methods.textual_inversion import (
 )
 from loldu.models.diffusion import prompt_ids
 from loldu.models.tiny import tiny_sd
+from loldu.run.finished import ensure_merged, load_run
 from loldu.tasks.diffusion import DiffusionModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,6 +95,50 @@ def test_learned_embedding_loads_with_diffusers_load_textual_inversion(ti_run):
     assert torch.equal(ids, prompt_ids(trained.tokenizer, "a photo of sks cat")) and token in ids
     with torch.no_grad():
         torch.testing.assert_close(pipe.text_encoder(ids)[0], trained.text_encoder(ids)[0], rtol=0, atol=1e-6)
+
+
+def test_load_run_rebuilds_the_trained_text_encoder_with_its_new_word(ti_run):
+    out, _ = ti_run
+    cfg, bundle, model = load_run(out)  # the tokens are added before the adapter loads, as in training
+    assert model is bundle.text_encoder and bundle.trained == "text_encoder"
+    learned = load_file(out / "textual_inversion" / LEARNED_EMBEDS)["sks"]
+    embedding = model.get_input_embeddings()
+    assert isinstance(embedding, PlaceholderEmbedding) and embedding.tokens == ["sks"]
+    assert torch.equal(embedding.trained_rows(), learned)
+    ids = prompt_ids(bundle.tokenizer, "a photo of sks cat")
+    trained = _trained_text_encoder(out)
+    with torch.no_grad():
+        assert torch.equal(model(ids)[0], trained.text_encoder(ids)[0])
+
+
+def test_ensure_merged_refuses_textual_inversion_and_writes_nothing(ti_run):
+    out, _ = ti_run
+    with pytest.raises(ValueError, match="textual_inversion leaves the UNet as it was.*learned_embeds.safetensors"):
+        ensure_merged(out)
+    assert not (out / "merged").exists()
+
+
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_concept_metrics_of_a_textual_inversion_run_sample_with_its_trained_word(tmp_path, monkeypatch, vectors):
+    out = tmp_path / "run"
+    run_composed(out, *TINY_SD, "method=textual_inversion", f"+method.options.num_vectors={vectors}")
+    learned = load_file(out / "textual_inversion" / LEARNED_EMBEDS)["sks"]
+    seen = []
+
+    def render(pipe, prompts, *args, **kwargs):
+        seen.append(pipe)
+        return real_render(pipe, prompts, *args, **kwargs)
+
+    real_render = dreambooth_eval.render
+    monkeypatch.setattr(dreambooth_eval, "render", render)
+    result = dreambooth_eval.evaluate_run(out, encoders="tiny", images_per_prompt=1, inference_steps=2)
+    [pipe] = seen
+    embedding = pipe.text_encoder.get_input_embeddings()
+    assert isinstance(embedding, PlaceholderEmbedding) and torch.equal(embedding.trained_rows(), learned)
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel"
+    assert torch.equal(pipe.unet.conv_in.weight, _fresh().unet.conv_in.weight)  # the UNet is the frozen base
+    assert pipe.maybe_convert_prompt("a photo of sks cat", pipe.tokenizer).count("sks") == vectors
+    assert result["n_generated"] == 2 and (out / "concept_metrics.json").is_file()
 
 
 def test_multi_vector_embedding_round_trip_through_diffusers(tmp_path):

@@ -22,7 +22,7 @@ from loldu.eval.concept import CLIP, DINO, concept_scores, load_encoders
 from loldu.models.diffusion import check_prompt_length
 from loldu.run.finished import load_config, load_run
 from loldu.run.logs import quiet
-from loldu.tasks.diffusion import render
+from loldu.tasks.diffusion import render, written_prompt
 
 
 def evaluate_run(
@@ -88,16 +88,18 @@ def evaluate_run(
 
 
 def _pipeline_and_references(run_dir: Path, cfg, prompts: list[str], device: str):
-    """The run's bundle, a pipeline with its adapted UNet on ``device``, and the instance images.
+    """The run's bundle, a pipeline with its adapted UNet (or textual inversion's trained text encoder and new word)
+    on ``device``, and the instance images.
 
     Prompts the text encoder cannot take are refused before anything is generated.
     """
-    _, bundle, unet = load_run(run_dir)
+    _, bundle, trained = load_run(run_dir)  # the UNet, or textual inversion's text encoder (in the bundle)
     data = instantiate(cfg.task.data, _convert_="all", tokenizer=bundle.tokenizer, resolution=bundle.resolution)
     data.check()
     references = data.instance_images()
     for prompt in prompts:  # refuses prompts the text encoder cannot take, before generating
-        check_prompt_length(bundle.tokenizer, prompt, "evaluation prompt")
+        check_prompt_length(bundle.tokenizer, written_prompt(cfg, prompt), "evaluation prompt")
+    unet = trained if bundle.trained == "unet" else bundle.unet
     for part in (unet, bundle.vae, bundle.text_encoder):
         part.to(device).eval()
     pipe = bundle.pipeline(unet=unet.get_base_model() if hasattr(unet, "get_base_model") else unet)

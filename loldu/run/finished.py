@@ -129,7 +129,8 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
     """Rebuild a finished run's model: the base from its builder, then its saved adapter.
 
     Returns:
-        ``(config, bundle, adapted model)``; for diffusion runs the adapted model is the UNet.
+        ``(config, bundle, adapted model)``; for diffusion runs the adapted model is the UNet, or for textual
+        inversion the text encoder (with the new word's tokens in ``bundle.tokenizer``).
 
     Raises:
         FileNotFoundError: no config.yaml or no adapter/ in ``run_dir``.
@@ -139,19 +140,29 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         raise FileNotFoundError(f"{run_dir} has no adapter/ folder: the run did not finish training")
+    family = get_family(cfg.task.family)
     bundle = instantiate(cfg.model.builder, _convert_="all")
-    return cfg, bundle, load_adapter(get_family(cfg.task.family).base_model(bundle), adapter)
+    family.extend_bundle(cfg, bundle)  # what training added before the method (textual inversion's tokens)
+    return cfg, bundle, load_adapter(family.base_model(bundle), adapter)
 
 
 def ensure_merged(run_dir: str | Path) -> Path:
     """``run_dir/merged``: the run's model with the method merged in, written once (with the tokenizer).
 
     For diffusion runs the merged UNet goes to ``merged/unet``. An existing ``merged/`` is reused.
+
+    Raises:
+        ValueError: the run's method has no merged model (textual inversion: its export is the learned embedding);
+            nothing is written.
     """
     run_dir = Path(run_dir)
     out = run_dir / "merged"
     if (out / "config.json").is_file() or (out / "unet" / "config.json").is_file():
         return out
+    cfg = load_config(run_dir)
+    refusal = get_family(cfg.task.family).merge_refusal(cfg)
+    if refusal:
+        raise ValueError(f"{run_dir}: {refusal}")
     cfg, bundle, model = load_run(run_dir)
     save_merged(model, out, bundle.tokenizer, get_family(cfg.task.family).merged_subdir)
     return out

@@ -60,6 +60,16 @@ class TaskFamily:
         datamodule.check()
         return datamodule
 
+    def extend_bundle(self, cfg: DictConfig, bundle: Any) -> None:
+        """Give ``bundle`` what the run's method needs before it is applied or its saved adapter is loaded (a new
+        word's tokens for textual inversion); nothing by default. :meth:`prepare` and
+        :func:`loldu.run.finished.load_run` call it, so a rebuilt run has the parts its adapter was saved from."""
+
+    def merge_refusal(self, cfg: DictConfig) -> str | None:
+        """Why the run's method has no merged model to write (``save_merged``,
+        :func:`loldu.run.finished.ensure_merged`), or None where it has one."""
+        return None
+
     def prepare(self, cfg: DictConfig, bundle: Any, datamodule: Any) -> None:
         """Attach the model bundle's parts (:meth:`data_kwargs`) to the checked data module and build its inputs."""
         datamodule.attach(**self.data_kwargs(bundle))

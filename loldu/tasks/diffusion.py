@@ -196,11 +196,16 @@ def check_method(cfg: DictConfig, datamodule: Any) -> None:
             "(and in task.samples.prompts), or set the placeholder to the word the prompts use"
         )
     if cfg.save_merged:
-        raise ValueError(
-            "save_merged=true: textual_inversion leaves the UNet as it was, and its export is "
-            "textual_inversion/learned_embeds.safetensors (diffusers' pipeline.load_textual_inversion reads it): "
-            "drop save_merged"
-        )
+        raise ValueError(f"save_merged=true: {FAMILY.merge_refusal(cfg)}: drop save_merged")
+
+
+def written_prompt(cfg: DictConfig, prompt: str) -> str:
+    """``prompt`` as the text encoder reads it: a multi-vector placeholder of textual inversion written out as all
+    its tokens (what diffusers' pipelines do); any other run's prompt unchanged."""
+    if cfg.method.name != "textual_inversion":
+        return prompt
+    options = textual_inversion_options(cfg)
+    return expand_placeholder(prompt, options.placeholder_token, options.num_vectors)
 
 
 class DiffusionFamily(TaskFamily):
@@ -216,6 +221,20 @@ class DiffusionFamily(TaskFamily):
     def data_kwargs(self, bundle: Any) -> dict:
         return {"tokenizer": bundle.tokenizer, "resolution": bundle.resolution}
 
+    def extend_bundle(self, cfg: DictConfig, bundle: Any) -> None:
+        """Textual inversion: the placeholder's tokens in the tokenizer and its rows in the text encoder (which then
+        is what trains, ``bundle.trained``); the rows start from the initializer word, or the saved adapter's."""
+        if cfg.method.name == "textual_inversion":
+            bundle.add_placeholder_tokens(textual_inversion_options(cfg))
+
+    def merge_refusal(self, cfg: DictConfig) -> str | None:
+        if cfg.method.name != "textual_inversion":
+            return None
+        return (
+            "textual_inversion leaves the UNet as it was, so there is no merged model: its export is "
+            "textual_inversion/learned_embeds.safetensors (diffusers' pipeline.load_textual_inversion reads it)"
+        )
+
     def check_data(self, cfg: DictConfig) -> Any:
         datamodule = super().check_data(cfg)
         check_method(cfg, datamodule)
@@ -225,16 +244,11 @@ class DiffusionFamily(TaskFamily):
         from loldu.data.dreambooth import generate_class_images
         from loldu.models.diffusion import check_prompt_length
 
-        placeholder, vectors = "", 1  # what the text encoder reads: a multi-vector placeholder written out in full
-        if cfg.method.name == "textual_inversion":  # the new word's tokens, before any prompt is tokenized
-            options = textual_inversion_options(cfg)
-            bundle.add_placeholder_tokens(options)
-            placeholder, vectors = options.placeholder_token, options.num_vectors
-            datamodule.instance_prompt = expand_placeholder(datamodule.instance_prompt, placeholder, vectors)
+        self.extend_bundle(cfg, bundle)  # the new word's tokens, before any prompt is tokenized
+        datamodule.instance_prompt = written_prompt(cfg, datamodule.instance_prompt)
         datamodule.attach(**self.data_kwargs(bundle))  # folders and images were checked; now the prompt lengths
         for prompt in cfg.task.samples.prompts:  # refuses prompts longer than the text encoder takes
-            written = expand_placeholder(prompt, placeholder, vectors)
-            check_prompt_length(bundle.tokenizer, written, "task.samples.prompts entry")
+            check_prompt_length(bundle.tokenizer, written_prompt(cfg, prompt), "task.samples.prompts entry")
         missing = datamodule.class_images_missing() if datamodule.with_prior_preservation else 0
         if missing > 0:
             pipe = bundle.pipeline()
