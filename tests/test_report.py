@@ -234,3 +234,57 @@ def test_grid_jobs_and_a_seeds_folder_side_by_side_are_collected_in_order(tmp_pa
     _job(tmp_path / "loldu" / "seeds", 0, {"lr": "3e-3", "seed": 1})
     runs = [r["run"] for r in rep.collect(tmp_path)]
     assert runs == ["loldu/0", "loldu/1", "loldu/10", "loldu/seeds/0"]
+
+
+def _two_methods_three_seeds(folder: Path, accs: dict[str, list[float]]) -> None:
+    """A grid at seed 0 over two lrs for each method (the larger lr validates better), then seeds 1 and 2 there."""
+    num = 0
+    for method, (a0, a1, a2) in accs.items():
+        _job(folder, num, {"method": method, "lr": "1e-3", "seed": 0}, acc=0.1, val_acc=0.1)
+        _job(folder, num + 1, {"method": method, "lr": "1e-2", "seed": 0}, acc=a0, val_acc=0.9)
+        for seed, acc in ((1, a1), (2, a2)):
+            _job(folder, num + 1 + seed, {"method": method, "lr": "1e-2", "seed": seed}, acc=acc, val_acc=0.5)
+        num += 4
+
+
+def test_vs_reports_each_settings_paired_gap_with_its_interval(tmp_path):
+    from loldu.sweeps.stats import paired_interval
+
+    _two_methods_three_seeds(tmp_path, {"loldu": [0.70, 0.72, 0.71], "lora": [0.75, 0.77, 0.765]})
+    assert report([str(tmp_path), "--tune", "lr", "--vs", "method=lora", "--html"]) == 0
+    saved = json.loads((tmp_path / "gaps.json").read_text())
+    assert saved["reference"] == {"method": "lora"}
+    (gap,) = saved["gaps"]  # one setting besides the reference, each at its tuned lr (1e-2), not at 1e-3
+    mean, low, high = paired_interval([0.70 - 0.75, 0.72 - 0.77, 0.71 - 0.765])
+    assert gap["setting"].startswith("method=loldu") and gap["reference"].startswith("method=lora")
+    assert gap["seeds"] == [0, 1, 2] and gap["separable"] is True
+    assert (gap["mean"], gap["low"], gap["high"]) == pytest.approx((mean, low, high))
+    assert gap["text"] == f"{mean:+.4f} [{low:+.4f}, {high:+.4f}] *"
+    text = (tmp_path / "report.md").read_text()
+    assert "Paired gaps on test/acc" in text and gap["text"] in text
+    page = (tmp_path / "report.html").read_text()
+    assert '<table class="gaps">' in page and '<tr class="separable">' in page and gap["text"] in page
+
+
+def test_vs_says_plainly_when_an_interval_includes_zero(tmp_path):
+    _two_methods_three_seeds(tmp_path, {"loldu": [0.75, 0.69, 0.73], "lora": [0.70, 0.72, 0.71]})
+    assert report([str(tmp_path), "--tune", "lr", "--vs", "method=lora"]) == 0
+    (gap,) = json.loads((tmp_path / "gaps.json").read_text())["gaps"]
+    assert gap["separable"] is False and gap["low"] < 0 < gap["high"] and not gap["text"].endswith("*")
+
+
+def test_vs_refuses_a_reference_it_cannot_pair_with(tmp_path):
+    _two_methods_three_seeds(tmp_path, {"loldu": [0.7, 0.7, 0.7], "lora": [0.8, 0.8, 0.8]})
+    with pytest.raises(SystemExit, match="matches 2 settings.*choose one per method on validation with --tune"):
+        report([str(tmp_path), "--vs", "method=lora"])  # untuned: lora has two lrs
+    assert report([str(tmp_path), "--vs", "method=lora,lr=1e-2"]) == 0  # narrowed: 0.01 is 1e-2
+    gaps = json.loads((tmp_path / "gaps.json").read_text())["gaps"]
+    assert {g["setting"] for g in gaps} == {"method=lora lr=1e-3", "method=loldu lr=1e-3", "method=loldu lr=1e-2"}
+    one_seed = next(g for g in gaps if g["setting"] == "method=lora lr=1e-3")
+    assert one_seed["seeds"] == [] and one_seed["text"] == "n/a", "one common seed gives no interval"
+    with pytest.raises(SystemExit, match="no setting matches; the settings have method=loldu; method=lora"):
+        report([str(tmp_path), "--tune", "lr", "--vs", "method=vera"])
+    with pytest.raises(SystemExit, match="no setting has optimiser"):
+        report([str(tmp_path), "--tune", "lr", "--vs", "optimiser=adam"])
+    with pytest.raises(SystemExit):
+        report([str(tmp_path), "--vs", "lora"])  # argparse's usage error: KEY=VALUE

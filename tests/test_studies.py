@@ -3,6 +3,7 @@ finished, each lr choice is the one validation makes, and the committed summary 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -115,3 +116,23 @@ def test_study_report_regenerates_from_the_repository_alone(study, tmp_path):
     new = sorted(str(p) for p in written - set(committed))
     assert not changed, f"report.sh of {study} no longer writes the committed {changed}: run `make studies`, commit"
     assert not new, f"report.sh of {study} writes tables the repository does not hold: {new}"
+
+
+def test_report_vs_gives_the_fair_comparisons_gaps(tmp_path):
+    """``python -m loldu.report ... --tune lr+head_lr --vs method=lora`` on the committed 63-step runs gives the
+    paired gaps to LoRA r8 that the study's summary prints (one interval computation, two callers)."""
+    from loldu.sweeps.report import main as report
+    from loldu.sweeps.stats import gap_text
+
+    study = STUDIES / "fair_comparison"
+    lines = (study / "summary.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if "− LoRA r8" in line) + 2  # the 63-step table's rows
+    table = lines[start : next(i for i in range(start, len(lines)) if not lines[i].startswith("| "))]
+    expected = {row[0].strip("| "): row[5].strip() for row in (line.split(" | ") for line in table)}
+    assert expected.pop("lora_r8") == "" and expected, table
+    folders = [str(_runs("fair_comparison") / "short" / name) for name in [*expected, "lora_r8"]]
+    assert report([*folders, "--out", str(tmp_path), "--tune", "lr+head_lr", "--vs", "method=lora"]) == 0
+    gaps = json.loads((tmp_path / "gaps.json").read_text())["gaps"]
+    points = [{**g, **{k: 100 * g[k] for k in ("mean", "low", "high")}} for g in gaps]
+    assert sorted(gap_text(g) for g in points) == sorted(expected.values())
+    assert all(g["seeds"] == [0, 1, 2] for g in gaps)

@@ -279,6 +279,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 1.6em; } h3 { font-size: 1.05em; }
 table.runs { border-collapse: collapse; font-size: 12px; }
+table.gaps { border-collapse: collapse; font-size: 13px; } table.gaps td, table.gaps th { border: 1px solid #ddd;
+  padding: 2px 6px; } table.gaps tr.separable td:last-child { font-weight: bold; }
 table.runs th { background: #eee; cursor: pointer; position: sticky; top: 0; }
 table.runs th[data-order="asc"]::after { content: " \\25B2"; }
 table.runs th[data-order="desc"]::after { content: " \\25BC"; }
@@ -301,6 +303,7 @@ def write_page(
     table: tuple[list[str], list[list[str]], list[list]],
     shown: list[str],
     run_dirs: dict[str, Path],
+    gaps: list[dict] | None = None,
 ) -> Path:
     """Write the page to ``path`` (atomically) and return it.
 
@@ -314,6 +317,8 @@ def write_page(
         table: report.csv's header, its cells as written, and the values behind them.
         shown: the metric columns of the table.
         run_dirs: run name -> folder, for the learning curves.
+        gaps: paired gaps against a reference setting (:func:`loldu.sweeps.compare.paired_gaps`), shown per model
+            and task under its plots; None: no such table.
     """
     import plotly.io as pio
 
@@ -349,6 +354,9 @@ def write_page(
             fig, notes = pareto_figure(members, metric, keys, facet)
             parts.append(plot_html(fig))
             parts += [f'<p class="note">{html.escape(n)}</p>' for n in notes]
+            here = [g for g in gaps or [] if (str(g["model"]), str(g["task"])) == (model, task)]
+            if here:
+                parts.append(gaps_html(here))
     parts.append("<h2>Runs</h2>")
     parts.append(f'<div class="tablewrap">{table_html(header, list(zip(cells, values, strict=True)), shown)}</div>')
     curves = {name: c for name, d in run_dirs.items() if (c := read_curves(d))}
@@ -378,6 +386,23 @@ def write_page(
     )
     atomic_write_text(path, page)
     return path
+
+
+def gaps_html(gaps: list[dict]) -> str:
+    """A facet's paired gaps as a table: setting, reference, paired seeds, gap with its 95% interval; a gap whose
+    interval excludes 0 is marked (class ``separable``)."""
+    head = "<tr><th>setting</th><th>reference</th><th>seeds</th><th>gap [95% interval]</th></tr>"
+    body = "".join(
+        f'<tr class="{"separable" if g["separable"] else "not-separable"}"><td>{html.escape(g["setting"])}</td>'
+        f"<td>{html.escape(g['reference'])}</td><td>{html.escape(','.join(map(str, g['seeds'])) or '-')}</td>"
+        f"<td>{html.escape(g['text'])}</td></tr>"
+        for g in gaps
+    )
+    note = (
+        f"Paired gaps on {gaps[0]['metric']}: each setting minus the reference over the seeds both ran, with a "
+        "95% t-interval; * marks an interval that excludes 0 (the data separate the two)."
+    )
+    return f'<p class="note">{html.escape(note)}</p><table class="gaps">{head}{body}</table>'
 
 
 def _json_script(header: list[str], cells: list[list[str]]) -> str:

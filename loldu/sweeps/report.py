@@ -2,12 +2,15 @@
 
     python -m loldu.report multirun/2026-11-23/12-00-00 [--metric test/acc] [--wandb]
     python -m loldu.report <folder of grid and seed runs> --tune lr [--on val/acc] [--print-best]
+    python -m loldu.report <folders> --out <report folder> --tune lr --vs method=lora [--html]
     make report DIR=multirun/2026-11-23/12-00-00 ARGS=--wandb
 
 Reads every run folder below the folder (``config.yaml``, ``metrics.json``, ``status.json`` and Hydra's
 ``.hydra/overrides.yaml``, see :mod:`loldu.sweeps.runs`), writes ``report.md`` (one row per run, failed and
 unfinished ones with their error, then the settings averaged over seeds; with ``--tune lr``, the lr chosen on a
-validation metric for each setting and the results there, also in ``tuned.json``, see :mod:`loldu.sweeps.tune`)
+validation metric for each setting and the results there, also in ``tuned.json``, see :mod:`loldu.sweeps.tune`;
+with ``--vs``, every setting's paired gap to a reference setting with its 95% interval, also in ``gaps.json``, see
+:mod:`loldu.sweeps.compare`)
 and ``report.png`` (see
 :mod:`loldu.sweeps.plots`; method comparisons also ``report_params.png``) into it, prints the tables, and with
 ``--wandb`` logs them and the plots to W&B, in the sweep's group of the project its runs logged to.
@@ -24,6 +27,7 @@ import os
 from pathlib import Path
 
 from loldu.run.folder import atomic_write_text, write_json
+from loldu.sweeps.compare import gaps_markdown, paired_gaps, parse_reference
 from loldu.sweeps.plots import aggregate, axis, plot, plot_params
 from loldu.sweeps.runs import FIELDS, RECORD_COLUMNS, RESULT_PREFIXES, collect, swept_keys, value
 from loldu.sweeps.tune import key_parts, tune, tuned_groups
@@ -212,9 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--on", default=None, help="validation metric of --tune (default: the first val/ metric)")
     parser.add_argument("--print-best", action="store_true", help="--tune: print the choice, write nothing")
+    parser.add_argument(
+        "--vs",
+        default=None,
+        metavar="KEY=VALUE",
+        help="paired gaps (95%% intervals over common seeds) of every setting against this one, e.g. method=lora",
+    )
     args = parser.parse_args(argv)
     if args.print_best and not args.tune:
         parser.error("--print-best needs --tune KEY")
+    try:
+        reference = parse_reference(args.vs) if args.vs is not None else None
+    except ValueError as err:
+        parser.error(str(err))
     folders = [Path(f) for f in args.folder]
     if len(folders) > 1 and args.out is None:
         parser.error("several sweep folders merge into one report: say where it goes with --out <folder>")
@@ -236,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
         for c in choices:
             print(" ".join([f"{k}={c[k]}" for k in others] + [str(c[c["_key"]])]))
         return 0
+    gaps = None
+    if reference is not None:
+        compared = args.metric or next((k for k in shown if k.startswith("test/")), shown[0] if shown else None)
+        if compared is None:
+            raise SystemExit("--vs: no finished run has a metric to compare")
+        try:
+            gaps = paired_gaps(tuned or groups, rows, reference, [k for k in swept if k != "seed"], compared)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
     folder.mkdir(parents=True, exist_ok=True)
     text = to_markdown(rows, shown, swept)
     if choices:
@@ -246,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(
             folder / "tuned.json", {"choices": choices if len(folders) > 1 else _plain(choices), "results": tuned}
         )
+    if gaps is not None:
+        text += gaps_markdown(gaps)
+        write_json(folder / "gaps.json", {"reference": reference, "gaps": gaps})
     atomic_write_text(folder / "report.md", text)
     header, values = csv_table(rows, swept, shown)
     cells = write_csv(folder / "report.csv", header, values)
@@ -270,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             plots.append(plot_params(tuned or groups, metric, folder / "report_params.png"))
     written = [folder / "report.md", folder / "report.csv", *plots]
     if args.html:
-        written.append(_page(folder, folders, rows, tuned or groups, swept, metric, (header, cells, values), shown))
+        table = (header, cells, values)
+        written.append(_page(folder, folders, rows, tuned or groups, swept, metric, table, shown, gaps))
     print("wrote " + ", ".join(str(p) for p in written))
     if args.wandb:
         log_to_wandb(rows, folder, tables, plots, args.project)
@@ -281,7 +308,7 @@ def _plain(choices: list[dict]) -> list[dict]:
     return [{k: v for k, v in c.items() if k != "_key"} for c in choices]
 
 
-def _page(folder, folders, rows, groups, swept, metric, table, shown) -> Path:
+def _page(folder, folders, rows, groups, swept, metric, table, shown, gaps) -> Path:
     from loldu.sweeps.page import write_page
 
     return write_page(
@@ -295,6 +322,7 @@ def _page(folder, folders, rows, groups, swept, metric, table, shown) -> Path:
         table=table,
         shown=shown,
         run_dirs={r["run"]: r["dir"] for r in rows},
+        gaps=gaps,
     )
 
 

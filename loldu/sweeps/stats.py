@@ -29,12 +29,27 @@ def mean_std_text(values: list[float], scale: float = 100.0) -> str:
     return f"{scale * statistics.fmean(values):.1f} ± {scale * statistics.stdev(values):.1f}"
 
 
+def paired_gap(runs: dict, ref: dict, metric: str, scale: float = 1.0) -> dict | None:
+    """The paired gap ``runs - ref`` of ``metric`` x ``scale`` over the seeds both have it for (runs keyed by seed):
+    ``{"seeds", "mean", "low", "high", "separable"}`` with the 95% interval of :func:`paired_interval`;
+    ``separable`` when the interval excludes 0. None with fewer than 2 such seeds (no interval)."""
+    seeds = sorted(s for s in set(runs) & set(ref) if metric in runs[s] and metric in ref[s])
+    if len(seeds) < 2:
+        return None
+    mean, low, high = paired_interval([scale * (runs[s][metric] - ref[s][metric]) for s in seeds])
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "separable": not low <= 0 <= high}
+
+
+def gap_text(gap: dict | None, digits: int = 1) -> str:
+    """``mean [low, high]`` of a :func:`paired_gap`, `` *`` when the data separate the two; ``n/a`` for None."""
+    if gap is None:
+        return "n/a"
+    f = f"+.{digits}f"
+    return f"{gap['mean']:{f}} [{gap['low']:{f}}, {gap['high']:{f}}]{' *' if gap['separable'] else ''}"
+
+
 def paired_gap_text(runs: dict[int, dict], ref: dict[int, dict], metric: str = "test/acc", scale: float = 100.0) -> str:
     """The paired gap ``runs - ref`` of ``metric`` over their common seeds (runs keyed by seed), in points:
     ``mean [low, high]`` with the 95% interval of :func:`paired_interval`, `` *`` when it excludes 0 (the data
     separate the two); ``n/a`` with fewer than 2 common seeds."""
-    seeds = sorted(set(runs) & set(ref))
-    if len(seeds) < 2:
-        return "n/a"
-    mean, low, high = paired_interval([scale * (runs[s][metric] - ref[s][metric]) for s in seeds])
-    return f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]{'' if low <= 0 <= high else ' *'}"
+    return gap_text(paired_gap(runs, ref, metric, scale))
