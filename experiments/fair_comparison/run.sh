@@ -2,7 +2,7 @@
 # The fair rerun of the method comparison (issue 21): every method of methods.txt on one grid, lr x head_lr, at
 # each step budget, the pair chosen jointly on val/acc of seed 0, then seeds 1 and 2 at that pair:
 #   experiments/fair_comparison/run.sh short   # 63 steps (1 epoch over 2,000 sentences)
-#   experiments/fair_comparison/run.sh long    # 214 steps (1 epoch over all 6,824), LoLDU and LoRA r8
+#   experiments/fair_comparison/run.sh long    # 214 steps (1 epoch over all 6,824), all but BitFit and LoLDU r64
 #   experiments/fair_comparison/run.sh short vera svfit   # only these methods (two shells can share the work)
 # One rule for every method: where the chosen lr is the smallest or largest of the grid, the grid grows by one lr
 # beyond it (x1/3 or x3, at both head_lrs) before the seeds run. Rotten Tomatoes, MiniLM, the rest as
@@ -13,8 +13,8 @@ budget=$1 task=rotten_tomatoes only=${*:2}
 here=experiments/fair_comparison
 source experiments/method_comparison/setting.sh
 case $budget in
-  short) lrs=1e-3,3e-3,1e-2,3e-2,1e-1 methods="loldu_r384 lora_r8 svfit vera fourierft" ;;
-  long) common="model=minilm task=$task epochs=1" lrs=1e-3,3e-3,1e-2,3e-2 methods="loldu_r384 lora_r8" ;;
+  short) lrs=1e-3,3e-3,1e-2,3e-2,1e-1 methods="loldu_r384 loldu_r64 lora_r8 bitfit svfit vera fourierft" ;;
+  long) common="model=minilm task=$task epochs=1" lrs=1e-3,3e-3,1e-2,3e-2 methods="loldu_r384 lora_r8 svfit vera fourierft" ;;
   *) echo "budget: short or long" >&2; exit 2 ;;
 esac
 head_lrs=3e-3,3e-2
