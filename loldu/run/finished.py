@@ -137,13 +137,19 @@ def load_run(run_dir: str | Path) -> tuple[DictConfig, Any, Any]:
     """
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
+    bundle, model = _rebuild(run_dir, cfg)
+    return cfg, bundle, model
+
+
+def _rebuild(run_dir: Path, cfg: DictConfig) -> tuple[Any, Any]:
+    """``(bundle, adapted model)`` of the run in ``run_dir`` whose checked config is ``cfg`` (:func:`load_run`)."""
     adapter = run_dir / "adapter"
     if not adapter.is_dir():
         raise FileNotFoundError(f"{run_dir} has no adapter/ folder: the run did not finish training")
     family = get_family(cfg.task.family)
     bundle = instantiate(cfg.model.builder, _convert_="all")
     family.extend_bundle(cfg, bundle)  # what training added before the method (textual inversion's tokens)
-    return cfg, bundle, load_adapter(family.base_model(bundle), adapter)
+    return bundle, load_adapter(family.base_model(bundle), adapter)
 
 
 def ensure_merged(run_dir: str | Path) -> Path:
@@ -160,9 +166,10 @@ def ensure_merged(run_dir: str | Path) -> Path:
     if (out / "config.json").is_file() or (out / "unet" / "config.json").is_file():
         return out
     cfg = load_config(run_dir)
-    refusal = get_family(cfg.task.family).merge_refusal(cfg)
+    family = get_family(cfg.task.family)
+    refusal = family.merge_refusal(cfg)
     if refusal:
         raise ValueError(f"{run_dir}: {refusal}")
-    cfg, bundle, model = load_run(run_dir)
-    save_merged(model, out, bundle.tokenizer, get_family(cfg.task.family).merged_subdir)
+    bundle, model = _rebuild(run_dir, cfg)
+    save_merged(model, out, bundle.tokenizer, family.merged_subdir)
     return out

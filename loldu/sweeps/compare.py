@@ -8,9 +8,10 @@ With ``--tune`` the settings are the tuned ones, so each method is compared at i
 
 from __future__ import annotations
 
+from loldu.sweeps.plots import facets
 from loldu.sweeps.stats import gap_text, paired_gap
 
-#: What tells the facets of a report apart (as the page's plots).
+#: What tells the facets of a report apart (:func:`loldu.sweeps.plots.facets`).
 FACET = ("model", "task")
 
 
@@ -75,12 +76,9 @@ def paired_gaps(groups: list[dict], rows: list[dict], reference: dict[str, str],
         known = sorted({k for g in groups for k in (*keys, "method", "rank")})
         raise ValueError(f"--vs: no setting has {', '.join(unknown)}; name the reference with {', '.join(known)}")
     by_name = {r["run"]: r for r in rows}
-    facets: dict[tuple, list[dict]] = {}
-    for g in groups:
-        facets.setdefault(tuple(str(g.get(k)) for k in FACET), []).append(g)
     wanted = ",".join(f"{k}={v}" for k, v in reference.items())
     out, matched = [], False
-    for facet, members in facets.items():
+    for facet, members in facets(groups).items():
         refs = [g for g in members if all(_same(g.get(k), v) for k, v in reference.items())]
         if len(refs) > 1:
             names = "; ".join(label(g, keys) for g in refs)
@@ -107,17 +105,15 @@ def paired_gaps(groups: list[dict], rows: list[dict], reference: dict[str, str],
     return out
 
 
-def gaps_markdown(gaps: list[dict]) -> str:
-    """The report.md section of :func:`paired_gaps`."""
-    if not gaps:
-        return ""
-    lines = [
-        f"\nPaired gaps on {gaps[0]['metric']}: each setting minus the reference, over the seeds both ran (95% "
-        "t-interval; * = it excludes 0, the data separate the two; n/a = fewer than 2 common seeds):\n",
-        "| model | task | setting | reference | seeds | gap [95% interval] |",
-        "| --- | --- | --- | --- | --- | --- |",
+def gaps_table(gaps: list[dict]) -> tuple[str, list[str], list[list]]:
+    """The report.md section of :func:`paired_gaps`: its heading line, the table's header and rows."""
+    title = (
+        f"Paired gaps on {gaps[0]['metric']}: each setting minus the reference, over the seeds both ran (95% "
+        "t-interval; * = it excludes 0, the data separate the two; n/a = fewer than 2 common seeds):"
+    )
+    header = ["model", "task", "setting", "reference", "seeds", "gap [95% interval]"]
+    rows = [
+        [g["model"], g["task"], g["setting"], g["reference"], ",".join(map(str, g["seeds"])) or "-", g["text"]]
+        for g in gaps
     ]
-    for g in gaps:
-        seeds = ",".join(str(s) for s in g["seeds"]) or "-"
-        lines.append(f"| {g['model']} | {g['task']} | {g['setting']} | {g['reference']} | {seeds} | {g['text']} |")
-    return "\n".join(lines) + "\n"
+    return title, header, rows

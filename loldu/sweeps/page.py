@@ -21,6 +21,8 @@ import json
 import math
 from pathlib import Path
 
+from loldu.sweeps.plots import facets
+
 #: Axes of the Pareto fronts: (group key, axis title, log axis); each is a cost, smaller is better.
 COSTS = (
     ("trainable", "trainable parameters (incl. head)", True),
@@ -56,13 +58,6 @@ def _label(group: dict, keys: list[str]) -> str:
         parts.append(f"r{group['rank']}")
     parts += [f"{k}={group.get(k)}" for k in keys if k not in ("method", "model", "task")]
     return " ".join(parts)
-
-
-def _facets(groups: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    out: dict[tuple[str, str], list[dict]] = {}
-    for g in groups:
-        out.setdefault((str(g.get("model")), str(g.get("task"))), []).append(g)
-    return out
 
 
 def _finite(v) -> bool:
@@ -346,7 +341,7 @@ def write_page(
         f'<details class="note"><summary>{len(sources)} sweep folder(s)</summary><ul>{listed}</ul></details>'
     )
     if metric is not None:
-        for (model, task), members in sorted(_facets(groups).items()):
+        for (model, task), members in sorted(facets(groups).items()):
             facet = f"{model} × {task}"
             parts.append(f"<h2>{html.escape(facet)}</h2>")
             if any(_finite(g.get("trainable")) for g in members):

@@ -73,6 +73,14 @@ def aggregate(rows: list[dict], swept: list[str], metrics: list[str]) -> list[di
     return out
 
 
+def facets(groups: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    """The settings by ``(model, task)``: a metric compares only within one."""
+    out: dict[tuple[str, str], list[dict]] = {}
+    for g in groups:
+        out.setdefault((str(g.get("model")), str(g.get("task"))), []).append(g)
+    return out
+
+
 def _number(v) -> float | None:
     try:
         return float(v)

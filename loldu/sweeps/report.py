@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from loldu.run.folder import atomic_write_text, write_json
-from loldu.sweeps.compare import gaps_markdown, paired_gaps, parse_reference
+from loldu.sweeps.compare import gaps_table, paired_gaps, parse_reference
 from loldu.sweeps.plots import aggregate, axis, plot, plot_params
 from loldu.sweeps.runs import FIELDS, RECORD_COLUMNS, RESULT_PREFIXES, collect, swept_keys, value
 from loldu.sweeps.tune import key_parts, tune, tuned_groups
@@ -250,13 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         for c in choices:
             print(" ".join([f"{k}={c[k]}" for k in others] + [str(c[c["_key"]])]))
         return 0
+    metric = (args.metric or next((k for k in shown if k.startswith("test/")), shown[0])) if shown else None
     gaps = None
     if reference is not None:
-        compared = args.metric or next((k for k in shown if k.startswith("test/")), shown[0] if shown else None)
-        if compared is None:
+        if metric is None:
             raise SystemExit("--vs: no finished run has a metric to compare")
         try:
-            gaps = paired_gaps(tuned or groups, rows, reference, [k for k in swept if k != "seed"], compared)
+            gaps = paired_gaps(tuned or groups, rows, reference, [k for k in swept if k != "seed"], metric)
         except ValueError as err:
             raise SystemExit(str(err)) from None
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         write_json(
             folder / "tuned.json", {"choices": choices if len(folders) > 1 else _plain(choices), "results": tuned}
         )
+    if gaps:
+        title, gap_header, gap_rows = gaps_table(gaps)
+        text += f"\n{title}\n\n" + _table(gap_header, gap_rows)
     if gaps is not None:
-        text += gaps_markdown(gaps)
         write_json(folder / "gaps.json", {"reference": reference, "gaps": gaps})
     atomic_write_text(folder / "report.md", text)
     header, values = csv_table(rows, swept, shown)
@@ -282,9 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(failed)} of {len(rows)} runs have no result: "
             + "; ".join(f"{r['run']}: {r['status']} ({r['error']})" for r in failed)
         )
-    plots, metric = [], None
+    plots = []
     if shown:
-        metric = args.metric or next((k for k in shown if k.startswith("test/")), shown[0])
         if not any(metric in g for g in groups):
             raise SystemExit(f"metric {metric!r} is in no finished run; found: {shown}")
         try:
