@@ -61,7 +61,7 @@ def test_seeds_ran_at_the_lr_validation_chose():
     folders = [
         *(COMPARISON / "runs").glob("*/*"),
         *(COMPARISON / "runs_longer").glob("*"),
-        *(STUDIES / "fair_comparison" / "runs").glob("*/*"),
+        *(STUDIES / "fair_comparison" / "runs").glob("*/*/*"),  # <task>/<budget>/<method>
     ]
     methods = sorted(p for p in folders if (p / "seeds").is_dir())
     if not methods:
@@ -130,7 +130,7 @@ def test_report_vs_gives_the_fair_comparisons_gaps(tmp_path):
     table = lines[start : next(i for i in range(start, len(lines)) if not lines[i].startswith("| "))]
     expected = {row[0].strip("| "): row[5].strip() for row in (line.split(" | ") for line in table)}
     assert expected.pop("lora_r8") == "" and expected, table
-    folders = [str(_runs("fair_comparison") / "short" / name) for name in [*expected, "lora_r8"]]
+    folders = [str(_runs("fair_comparison") / "rotten_tomatoes" / "short" / name) for name in [*expected, "lora_r8"]]
     assert report([*folders, "--out", str(tmp_path), "--tune", "lr+head_lr", "--vs", "method=lora"]) == 0
     gaps = json.loads((tmp_path / "gaps.json").read_text())["gaps"]
     points = [{**g, **{k: 100 * g[k] for k in ("mean", "low", "high")}} for g in gaps]

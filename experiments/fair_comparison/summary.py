@@ -19,7 +19,16 @@ from loldu.sweeps.tune import at_edge, joint_value, tune
 
 HERE = Path(__file__).resolve().parent
 KEY = "lr+head_lr"
-BUDGETS = {"short": "63 steps (2,000 sentences once)", "long": "214 steps (all 6,824 sentences once)"}
+TASKS = {  # runs/<task>/<budget>/<method>: the task's title and each budget's steps
+    "rotten_tomatoes": (
+        "Rotten Tomatoes",
+        {"short": "63 steps (2,000 sentences once)", "long": "214 steps (all 6,824 sentences once)"},
+    ),
+    "tweet_sentiment": (
+        "tweet sentiment",
+        {"short": "63 steps (2,000 tweets once)", "long": "the whole training split once"},
+    ),
+}
 
 
 def chosen(folder: Path) -> tuple[dict, dict[int, dict], list[dict]]:
@@ -57,35 +66,44 @@ def grid_table(grid: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    for budget, what in BUDGETS.items():
-        root = HERE / "runs" / budget
-        if not root.is_dir():
-            continue
-        found = {p.name: chosen(p) for p in sorted(root.iterdir()) if p.is_dir()}
-        print(f"## MiniLM x Rotten Tomatoes, {what}, 3 seeds, each method at the pair validation chose\n")
+def table(root: Path, title: str) -> None:
+    """One budget's table of chosen pairs, accuracies and gaps, then each method's validation grid (nothing where
+    ``root`` does not exist)."""
+    if not root.is_dir():
+        return
+    found = {p.name: chosen(p) for p in sorted(root.iterdir()) if p.is_dir()}
+    print(f"## {title}, 3 seeds, each method at the pair validation chose\n")
+    print(
+        "| method | adapter params | lr / head_lr chosen (val acc % of seed 0) | seeds | test acc (%) | "
+        "− LoRA r8 (points, 95% CI) | − LoLDU r384 (points, 95% CI) | step (s) |"
+    )
+    print("|" + " --- |" * 8)
+    for name, (choice, runs, rows) in sorted(found.items(), key=lambda kv: kv[1][1][0]["adapter"]):
+        accs = [r["test/acc"] for r in runs.values()]
+        step = min(r["step_s"] for r in runs.values() if r.get("step_s") is not None)
+        vs = {
+            ref: "" if name == ref or ref not in found else paired_gap_text(runs, found[ref][1])
+            for ref in ("lora_r8", "loldu_r384")
+        }
+        edge = edge_text(seed0(rows), choice[KEY])
         print(
-            "| method | adapter params | lr / head_lr chosen (val acc % of seed 0) | seeds | test acc (%) | "
-            "− LoRA r8 (points, 95% CI) | − LoLDU r384 (points, 95% CI) | step (s) |"
+            f"| {name} | {runs[0]['adapter']:,} | **{_pair(choice[KEY])}**{edge} "
+            f"({100 * choice['scores'][str(choice[KEY])]:.1f}) | {','.join(str(s) for s in sorted(runs))} | "
+            f"{mean_std_text(accs)} | {vs['lora_r8']} | {vs['loldu_r384']} | {step:.2f} |"
         )
-        print("|" + " --- |" * 8)
-        for name, (choice, runs, rows) in sorted(found.items(), key=lambda kv: kv[1][1][0]["adapter"]):
-            accs = [r["test/acc"] for r in runs.values()]
-            step = min(r["step_s"] for r in runs.values() if r.get("step_s") is not None)
-            vs = {
-                ref: "" if name == ref or ref not in found else paired_gap_text(runs, found[ref][1])
-                for ref in ("lora_r8", "loldu_r384")
-            }
-            edge = edge_text(seed0(rows), choice[KEY])
-            print(
-                f"| {name} | {runs[0]['adapter']:,} | **{_pair(choice[KEY])}**{edge} "
-                f"({100 * choice['scores'][str(choice[KEY])]:.1f}) | {','.join(str(s) for s in sorted(runs))} | "
-                f"{mean_std_text(accs)} | {vs['lora_r8']} | {vs['loldu_r384']} | {step:.2f} |"
-            )
-        print()
-        for name, (_, _, rows) in found.items():
-            print(f"{name}, val/acc (%) of seed 0 over the grid:\n")
-            print("\n".join(grid_table(seed0(rows))) + "\n")
+    print()
+    for name, (_, _, rows) in found.items():
+        print(f"{name}, val/acc (%) of seed 0 over the grid:\n")
+        print("\n".join(grid_table(seed0(rows))) + "\n")
+
+
+def main() -> None:
+    unknown = sorted({p.name for p in (HERE / "runs").iterdir()} - set(TASKS))
+    if unknown:
+        raise SystemExit(f"runs/ holds {unknown}: name a task of {sorted(TASKS)} (runs/<task>/<budget>/<method>)")
+    for task, (title, budgets) in TASKS.items():
+        for budget, what in budgets.items():
+            table(HERE / "runs" / task / budget, f"MiniLM x {title}, {what}")
     print(
         "A gap is the mean over seeds of (method − reference) test accuracy with its 95% t-interval over the 3 paired "
         "seeds (t with 2 degrees of freedom: 4.30 x the standard error); * marks an interval that excludes 0. Without "
