@@ -3,19 +3,22 @@
 Run from the project root::
 
     git clone https://github.com/huggingface/peft ~/src/peft    # ideally at the pinned version's tag (v0.21.2)
+    # or the pinned version's sdist, which ships tests/:
+    #   pip download peft==0.21.2 --no-binary :all: --no-deps && tar xzf peft-0.21.2.tar.gz   (--peft-src peft-0.21.2)
     .venv/bin/python -m benchmarks.peft_generic --peft-src ~/src/peft                 # both methods
     .venv/bin/python -m benchmarks.peft_generic --peft-src ~/src/peft --methods svfit -k "merge"
 
-PEFT's tests are not part of this repository: they are taken at run time from a PEFT source checkout
-(``--peft-src``: a work tree with a ``tests/`` folder, or a bare git directory read with ``git archive HEAD``)
-into a temporary directory. There, right after the ``TEST_CASES`` list of ``test_custom_models.py``, the list is
-extended with :func:`mirror_rows` of its LoRA rows for each method (before the test classes are built, so every
-test parametrized by ``TEST_CASES``, and ``ALL_PEFT_CONFIG_CLASSES`` derived from it, includes them); their ranks
-are fitted to the test models (:func:`fit_ranks`) once these are defined.
+PEFT's tests are not part of this repository: they are taken at run time from a PEFT source tree (``--peft-src``: a
+work tree or an unpacked PyPI source distribution with a ``tests/`` folder, or a bare git directory read with ``git
+archive HEAD``) into a temporary directory; the report names the commit or the sdist's version.
+There, right after the ``TEST_CASES`` list of ``test_custom_models.py``, the list is extended with
+:func:`mirror_rows` of its LoRA rows for each method (before the test classes are built, so every test parametrized
+by ``TEST_CASES``, and ``ALL_PEFT_CONFIG_CLASSES`` derived from it, includes them); their ranks are fitted to the
+test models (:func:`fit_ranks`) once these are defined.
 pytest runs there, against the installed peft, on the tests whose ids name a method (``-k "LoLDU or SVFit"``),
 with a junit XML from which the counts per method and the failures grouped by cause are read. The report is
 written to ``benchmarks/results/peft_generic.md`` (``--out``) and printed. The exit status is 0 whatever the
-counts: this is a report (2 when pytest did not run at all).
+counts: this is a report (2, and no report written, when pytest ran none of the methods' tests).
 """
 
 from __future__ import annotations
@@ -147,17 +150,38 @@ def add_rows(source: str, methods: str) -> str:
     return "".join(lines[:a]) + extend + "".join(lines[a:b]) + fit + "\n\n" + "".join(lines[b:])
 
 
-def export_tests(src: Path, dest: Path) -> str:
-    """Copy ``src``'s tests/ tree into ``dest``; return the commit it came from (or ``"unknown"``)."""
-    commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
-    commit = commit.stdout.strip() if commit.returncode == 0 else "unknown"
+def source_of(src: Path) -> str:
+    """Which revision of PEFT's tests ``src`` holds, for the report: a git checkout's (or git directory's) commit, or
+    the version of a source distribution (PyPI's sdist ships tests/, with a ``PKG-INFO``). A folder inside some
+    other repository is not taken for that repository's commit."""
+    info = src / "PKG-INFO"
+    if info.is_file():
+        lines = info.read_text().splitlines()
+        versions = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Version:")]
+        return f"the {versions[0] if versions else 'unversioned'} source distribution"
+
+    def git(*args: str) -> str | None:
+        out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if git("rev-parse", "--is-bare-repository") == "true" or (top and Path(top).resolve() == src.resolve()):
+        head = git("rev-parse", "HEAD")
+        if head:
+            return f"commit `{head}`"
+    return "an unknown revision (neither a git checkout nor a source distribution)"
+
+
+def export_tests(src: Path, dest: Path) -> None:
+    """Copy ``src``'s tests/ tree into ``dest`` (a work tree's or sdist's folder, else ``git archive HEAD``) as a
+    package."""
     if (src / "tests").is_dir():
         shutil.copytree(src / "tests", dest / "tests")
     else:
         tar = subprocess.run(["git", "-C", str(src), "archive", "HEAD", "tests"], capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
             archive.extractall(dest, filter="data")
-    return commit
+    (dest / "tests" / "__init__.py").touch()  # the sdist leaves it out; the tests import their helpers relatively
 
 
 def method_of(test_id: str, labels: list[str]) -> str | None:
@@ -231,7 +255,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=Path(src) if src else None,
         required=not src,
-        help="a PEFT checkout (with tests/) or its git directory; default: $PEFT_SRC",
+        help="a PEFT checkout or unpacked sdist (with tests/), or a git directory; default: $PEFT_SRC",
     )
     p.add_argument("--methods", default="loldu,svfit", help="comma-separated: loldu, svfit")
     p.add_argument("-k", dest="extra", default="", help="extra pytest -k expression, ANDed with the methods'")
@@ -241,7 +265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if bad:
         p.error(f"--methods takes {', '.join(LABELS)}; got {', '.join(bad)}")
     if not ((args.peft_src / "tests").is_dir() or (args.peft_src / "HEAD").is_file()):
-        p.error(f"{args.peft_src} is neither a PEFT checkout (no tests/) nor a git directory")
+        p.error(f"{args.peft_src} is neither a PEFT source tree (no tests/) nor a git directory")
     return args
 
 
@@ -255,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         selection = f"({selection}) and ({args.extra})"
     with tempfile.TemporaryDirectory(prefix="peft-generic-") as tmp:  # no method name in it: -k sees the path
         tmp = Path(tmp)
-        commit = export_tests(args.peft_src, tmp)
+        export_tests(args.peft_src, tmp)
         test_file = tmp / TEST_FILE
         test_file.write_text(add_rows(test_file.read_text(), args.methods))
         (tmp / "pytest.ini").write_text("[pytest]\n")  # the rootdir: no ini file above it is read
@@ -272,12 +296,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pytest wrote no junit XML (exit status {rc})", file=sys.stderr)
             return 2
         results = read_junit(junit, labels)
+    if not any(res["passed"] + res["failed"] + res["skipped"] for res in results.values()):
+        print(
+            f"pytest ran no test of {', '.join(labels)} (exit status {rc}; its output is above): "
+            f"{args.out} is left as it was",
+            file=sys.stderr,
+        )
+        return 2
     argv_shown = shlex.join(["python", "-m", "benchmarks.peft_generic", *(sys.argv[1:] if argv is None else argv)])
     header = [
         "# PEFT's generic tuner tests on this project's methods",
         "",
         f"Written by `{argv_shown}` on {time.strftime('%Y-%m-%d')}, in {minutes:.1f} min (pytest exit "
-        f"status {rc}). PEFT tests: `{TEST_FILE}` of commit `{commit}` ({args.peft_src}), with its LoRA rows "
+        f"status {rc}). PEFT tests: `{TEST_FILE}` of {source_of(args.peft_src)} ({args.peft_src}), with its LoRA rows "
         f"mirrored for {', '.join(labels)} (r = {RANK}, or the smallest side of a targeted weight); installed peft "
         f'{peft_version}; pytest `-k "{selection}"`. A test that errors counts as failed.',
     ]

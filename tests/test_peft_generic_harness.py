@@ -3,6 +3,8 @@ how it reads a junit XML."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
@@ -138,3 +140,90 @@ def test_junit_is_counted_per_method_and_failures_grouped(tmp_path):
         cause("AssertionError: max diff 0.25 > 1e-05 in /tmp/x/y with lin0/modules_to_save\nmore")
         == "AssertionError: max diff <n> > <n> in <path> with lin0/modules_to_save"
     )
+
+
+def _git(cwd, *args):
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True, env=env)
+    return out.stdout.strip()
+
+
+def test_the_report_names_the_sdists_version_or_the_checkouts_own_commit(tmp_path):
+    from benchmarks.peft_generic import source_of
+
+    sdist = tmp_path / "peft-9.9.9"
+    (sdist / "tests").mkdir(parents=True)
+    (sdist / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: peft\nVersion: 9.9.9\n")
+    assert source_of(sdist) == "the 9.9.9 source distribution"
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    (repo / "tests" / "x.py").write_text("")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "x")
+    assert source_of(repo) == f"commit `{_git(repo, 'rev-parse', 'HEAD')}`"
+    # A folder inside another repository is not that repository's revision of PEFT's tests.
+    assert source_of(repo / "tests").startswith("an unknown revision")
+
+
+def _sdist(root, test_source):
+    """A PEFT-like source distribution: PKG-INFO, tests/ without __init__.py, a helper imported relatively."""
+    (root / "tests").mkdir(parents=True)
+    (root / "PKG-INFO").write_text("Version: 9.9.9\n")
+    (root / "tests" / "testing_common.py").write_text("VALUE = 1\n")
+    (root / "tests" / "test_custom_models.py").write_text(test_source)
+    return root
+
+
+SDIST_TESTS = (
+    "from peft import LoraConfig\n"
+    "from torch import nn\n"
+    "from .testing_common import VALUE\n"
+    "TEST_CASES = [\n"
+    '    ("Vanilla MLP 1 LoRA", "MLP", LoraConfig, {"target_modules": "lin0"}),\n'
+    "]\n"
+    "class MockTransformerWrapper:\n"
+    "    @staticmethod\n"
+    "    def from_pretrained(model_id):\n"
+    "        model = nn.Module()\n"
+    "        model.lin0 = nn.Linear(10, 4)\n"
+    "        return model\n"
+    "class TestPeftCustomModel:\n"
+    '    @__import__("pytest").mark.parametrize("name, model_id, config_cls, config_kwargs", TEST_CASES)\n'
+    "    def test_rank(self, name, model_id, config_cls, config_kwargs):\n"
+    "        assert VALUE == 1 and config_kwargs.get('r', 4) == 4\n"
+)
+
+
+def test_an_sdists_tests_run_as_a_package_and_the_report_names_its_version(tmp_path):
+    """PyPI's sdist has tests/ but no tests/__init__.py, and PEFT's tests import their helpers relatively: they run
+    (one real pytest run), the mirrored row's rank is fitted (lin0 is 4 x 10), and the header names the version."""
+    from benchmarks.peft_generic import main
+
+    out = tmp_path / "report.md"
+    src = _sdist(tmp_path / "peft-9.9.9", SDIST_TESTS)
+    assert main(["--peft-src", str(src), "--methods", "loldu", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "of the 9.9.9 source distribution" in text and "| LoLDU | 1 | 0 | 0 | 1 |" in text, text
+
+
+def test_a_run_with_none_of_the_methods_tests_writes_no_report(tmp_path, monkeypatch, capsys):
+    """pytest collecting nothing (an import error, a -k matching nothing) is not a report of 0 of 0."""
+    import subprocess
+
+    import benchmarks.peft_generic as harness
+
+    def pytest_run(cmd, cwd, env):
+        junit = next(arg.split("=", 1)[1] for arg in cmd if arg.startswith("--junitxml="))
+        Path(junit).write_text("<testsuites><testsuite/></testsuites>")
+        return subprocess.CompletedProcess(cmd, 2)
+
+    monkeypatch.setattr(harness.subprocess, "run", pytest_run)
+    out = tmp_path / "report.md"
+    out.write_text("the last report")
+    src = _sdist(tmp_path / "peft-9.9.9", SDIST_TESTS)
+    assert harness.main(["--peft-src", str(src), "--out", str(out)]) == 2
+    assert out.read_text() == "the last report"
+    assert "pytest ran no test of LoLDU, SVFit (exit status 2" in capsys.readouterr().err
