@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loldu.sweeps.runs import collect
+from loldu.sweeps.runs import collect, value
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "experiments"
@@ -75,6 +75,40 @@ def test_seeds_ran_at_the_lr_validation_chose():
         seeds = collect(method / "seeds")
         assert {str(joint_value(r, key)) for r in seeds} == {str(choice[key])}, method
         assert sorted(r["seed"] for r in seeds) == [1, 2], method
+
+
+def _pairs(rows: list[dict]) -> set[tuple[float, float]]:
+    return {(float(value(r, "lr")), float(value(r, "head_lr"))) for r in rows}
+
+
+def test_fair_comparison_gave_every_method_the_same_grid_and_widening():
+    """The fairness the study claims, read from its run folders: in each task and budget every method ran the same
+    full lr x head_lr product at seed 0, and an extension exactly where its grid's choice sat at an lr edge: the one
+    lr beyond it (x1/3 or x3), at both head_lrs."""
+    from loldu.sweeps.runs import swept_keys
+    from loldu.sweeps.tune import tune
+
+    budgets = sorted(_runs("fair_comparison").glob("*/*"))  # <task>/<budget>
+    assert budgets
+    for budget in budgets:
+        grids = {}
+        for method in sorted(p for p in budget.iterdir() if p.is_dir()):
+            rows = collect(method / "grid")
+            assert {r["seed"] for r in rows} == {0}, method
+            pairs = grids[method.name] = _pairs(rows)
+            lrs, heads = (sorted({pair[i] for pair in pairs}) for i in (0, 1))
+            assert pairs == {(lr, head) for lr in lrs for head in heads}, f"{method}: not a full product"
+            (choice,) = tune(rows, swept_keys(rows), "lr+head_lr", "val/acc")
+            lr = float(str(choice["lr+head_lr"]).split("+")[0])
+            extension = method / "extend"
+            if lr in (lrs[0], lrs[-1]):
+                beyond = float(f"{lr / 3 if lr == lrs[0] else lr * 3:.0e}")
+                extended = collect(extension)
+                assert _pairs(extended) == {(beyond, head) for head in heads}, method
+                assert {r["seed"] for r in extended} == {0}, method
+            else:
+                assert not extension.exists(), f"{method}: widened though its choice {lr:g} is inside the grid"
+        assert len({frozenset(pairs) for pairs in grids.values()}) == 1, f"{budget}: methods ran different grids"
 
 
 def _tracked(folder: Path) -> list[Path]:
