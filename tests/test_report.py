@@ -102,6 +102,15 @@ def test_method_comparison_keeps_the_parameter_plot(tmp_path):
     assert (tmp_path / "report_params.png").stat().st_size > 1000
 
 
+def test_a_copied_finished_run_stays_finished_whatever_its_file_times(tmp_path):
+    """A copy does not keep file times: a finished run (status.json) whose metrics.json ends up older than its
+    config.yaml is still a result; the mtime rule is for old folders without a status.json."""
+    run = _job(tmp_path, 0, {"rank": 8}, acc=0.8, status=("finished", None))
+    os.utime(run / "metrics.json", (1_000_000, 1_000_000))
+    (row,) = rep.collect(tmp_path)
+    assert (row["status"], row["error"], row["test/acc"]) == ("finished", None, 0.8)
+
+
 def test_failed_unfinished_stale_and_unreadable_runs_are_shown_not_reported(tmp_path, capsys, caplog):
     _job(tmp_path, 0, {"rank": 8}, acc=0.8)
     _job(tmp_path, 1, {"rank": 16}, status=("failed", "ValueError: rank=16 boom"), metrics=False)

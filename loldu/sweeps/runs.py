@@ -2,9 +2,11 @@
 which keys the sweep varied.
 
 A run's status comes from its ``status.json`` (``running``, ``finished`` or ``failed`` with the error line); a
-folder without one is an old finished run when it holds a ``metrics.json``, else unfinished. A ``metrics.json``
-older than the run's ``config.yaml`` belongs to an earlier run in a reused folder and is not reported; one that is
-not valid JSON is named in a warning and skipped; non-finite (null or NaN) metrics mark the run failed.
+folder without one is an old finished run when it holds a ``metrics.json``, else unfinished; in such an old folder
+a ``metrics.json`` older than the run's ``config.yaml`` belongs to an earlier run in a reused folder and is not
+reported. Where ``status.json`` exists it alone decides (a folder that holds a run is never claimed by another), so
+file times, which a copy (``cp -r``, an unpacked archive) does not keep, never drop a finished run. A ``metrics.json``
+that is not valid JSON is named in a warning and skipped; non-finite (null or NaN) metrics mark the run failed.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ def read_run(folder: Path, run: Path) -> dict:
         status, error = "failed", f"config.yaml refused: {refused}"
     elif metrics_path.is_file() and metrics is None:
         status, error = "failed", f"{metrics_path.name} is not valid JSON"
-    elif metrics is not None and _stale(run):
+    elif metrics is not None and not (run / "status.json").is_file() and _stale(run):
         status, error, metrics = status if status != "finished" else "unfinished", "stale metrics.json ignored", None
     if status != "finished":
         metrics = None
