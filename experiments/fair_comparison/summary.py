@@ -109,7 +109,7 @@ def main() -> None:
         "seeds (t with 2 degrees of freedom: 4.30 x the standard error); * marks an interval that excludes 0. Without "
         "*, the data cannot separate the two methods. (edge: key): the chosen value of that key is the smallest or "
         "largest tried (head_lr's grid has two values, so its choice is always at an edge). Step time: the fastest "
-        "seed's median training step (two runs shared the 2 cores; compare roughly)."
+        "seed's median training step (two or three runs shared the 2 cores; compare roughly)."
     )
 
 
