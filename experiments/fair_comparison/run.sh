@@ -16,7 +16,7 @@ here=experiments/fair_comparison
 source experiments/method_comparison/setting.sh
 case $budget in
   short) lrs=1e-3,3e-3,1e-2,3e-2,1e-1 methods="loldu_r384 loldu_r64 lora_r8 bitfit svfit vera fourierft" ;;
-  long) common="model=minilm task=$task epochs=1 ${data#+task.data.limit_train=2000}" lrs=1e-3,3e-3,1e-2,3e-2
+  long) common="model=minilm task=$task epochs=1 $evaluation" lrs=1e-3,3e-3,1e-2,3e-2
     methods="loldu_r384 loldu_r64 lora_r8 bitfit svfit vera fourierft" ;;
   *) echo "usage: run.sh <rotten_tomatoes|tweet_sentiment> <short|long> [method ...]" >&2; exit 2 ;;
 esac

@@ -8,11 +8,8 @@ With ``--tune`` the settings are the tuned ones, so each method is compared at i
 
 from __future__ import annotations
 
-from loldu.sweeps.plots import facets
+from loldu.sweeps.plots import FACET, facets
 from loldu.sweeps.stats import gap_text, paired_gap
-
-#: What tells the facets of a report apart (:func:`loldu.sweeps.plots.facets`).
-FACET = ("model", "task")
 
 
 def parse_reference(text: str) -> dict[str, str]:

@@ -73,11 +73,15 @@ def aggregate(rows: list[dict], swept: list[str], metrics: list[str]) -> list[di
     return out
 
 
+#: What tells the facets of a report apart: a metric compares only within one.
+FACET = ("model", "task")
+
+
 def facets(groups: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """The settings by ``(model, task)``: a metric compares only within one."""
+    """The settings by ``(model, task)`` (:data:`FACET`)."""
     out: dict[tuple[str, str], list[dict]] = {}
     for g in groups:
-        out.setdefault((str(g.get("model")), str(g.get("task"))), []).append(g)
+        out.setdefault(tuple(str(g.get(k)) for k in FACET), []).append(g)
     return out
 
 
